@@ -1,0 +1,62 @@
+//! The wiring every subcommand shares: validated configuration, the database pool, the
+//! clock and the Atlassian clients.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use url::Url;
+
+use crate::atlassian::ApiClient;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::invite::Invite;
+use crate::oauth::TokenClient;
+
+/// Shared services. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: TokenClient,
+    pub api: ApiClient,
+}
+
+impl App {
+    /// Builds the clients for `config` over an open pool.
+    pub fn new(config: Config, pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.atlassian.request_timeout)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("atlassync/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the TLS backend initialises");
+        let tokens = TokenClient::new(&config.atlassian, http.clone());
+        let api = ApiClient::new(config.atlassian.api_base_url.clone(), http);
+        Self {
+            config: Arc::new(config),
+            pool,
+            clock,
+            tokens,
+            api,
+        }
+    }
+
+    /// The keys sealing tokens at rest.
+    pub fn keyring(&self) -> &Keyring {
+        &self.config.crypto.keyring
+    }
+
+    /// A fresh invite link for `label`, valid for `http.invite_ttl`.
+    pub fn invite_link(&self, label: &str) -> Url {
+        let ttl = chrono::TimeDelta::from_std(self.config.http.invite_ttl)
+            .unwrap_or(chrono::TimeDelta::days(7));
+        Invite {
+            label: label.to_owned(),
+            expires_at: self.clock.now() + ttl,
+        }
+        .link(self.keyring(), &self.config.http.public_url)
+    }
+}

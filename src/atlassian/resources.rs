@@ -1,0 +1,150 @@
+//! Who a grant belongs to (`/me`) and which sites it reaches (accessible-resources).
+
+use serde::Deserialize;
+
+use super::{ApiClient, ApiError};
+use crate::oauth::AccessToken;
+
+/// The product a site entry is for. Atlassian lists a site once per product with the same
+/// id, and only the scopes tell which product an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Product {
+    Jira,
+    Confluence,
+}
+
+impl Product {
+    /// The name stored in the `sites.product` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jira => "jira",
+            Self::Confluence => "confluence",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "jira" => Some(Self::Jira),
+            "confluence" => Some(Self::Confluence),
+            _ => None,
+        }
+    }
+
+    /// Infers the product from a container's scopes (`read:jira-work`,
+    /// `read:space:confluence`, ...). `None` when the scopes name neither.
+    pub fn infer(scopes: &[String]) -> Option<Self> {
+        if scopes.iter().any(|s| s.contains("jira")) {
+            Some(Self::Jira)
+        } else if scopes.iter().any(|s| s.contains("confluence")) {
+            Some(Self::Confluence)
+        } else {
+            None
+        }
+    }
+
+    /// The scopes atlassync needs on a site of this product, taken from what it requests.
+    pub fn required_scopes(self, requested: &[String]) -> Vec<String> {
+        let marker = self.as_str();
+        requested
+            .iter()
+            .filter(|s| s.contains(marker))
+            .cloned()
+            .collect()
+    }
+}
+
+/// One entry of accessible-resources.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessibleResource {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A site as atlassync keys it: (cloud id, product).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub cloud_id: String,
+    pub product: Product,
+    pub name: String,
+    pub url: String,
+    pub scopes: Vec<String>,
+}
+
+/// The consenting user, from `/me`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Profile {
+    pub account_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+impl ApiClient {
+    /// `GET /oauth/token/accessible-resources`, keyed by (cloud id, product). Entries whose
+    /// scopes name no product atlassync syncs are left out.
+    pub async fn accessible_sites(&self, token: &AccessToken) -> Result<Vec<Site>, ApiError> {
+        let resources: Vec<AccessibleResource> = self
+            .get_json(token, "oauth/token/accessible-resources")
+            .await?;
+        Ok(sites_from_resources(resources))
+    }
+
+    /// `GET /me`.
+    pub async fn me(&self, token: &AccessToken) -> Result<Profile, ApiError> {
+        self.get_json(token, "me").await
+    }
+}
+
+/// Turns accessible-resources entries into sites, merging duplicates of the same
+/// (cloud id, product).
+pub fn sites_from_resources(resources: Vec<AccessibleResource>) -> Vec<Site> {
+    let mut sites: Vec<Site> = Vec::new();
+    for resource in resources {
+        let Some(product) = Product::infer(&resource.scopes) else {
+            continue;
+        };
+        if let Some(existing) = sites
+            .iter_mut()
+            .find(|s| s.cloud_id == resource.id && s.product == product)
+        {
+            for scope in resource.scopes {
+                if !existing.scopes.contains(&scope) {
+                    existing.scopes.push(scope);
+                }
+            }
+            continue;
+        }
+        sites.push(Site {
+            cloud_id: resource.id,
+            product,
+            name: resource.name,
+            url: resource.url,
+            scopes: resource.scopes,
+        });
+    }
+    sites.sort_by(|a, b| (&a.cloud_id, a.product).cmp(&(&b.cloud_id, b.product)));
+    sites
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_cloud_id_for_two_products_becomes_two_sites() {
+        let json = r#"[
+          {"id":"1324a887-45db-1bf4-1e99-ef0ff456d421","name":"acme","url":"https://acme.atlassian.net","scopes":["read:jira-work","read:jira-user"],"avatarUrl":"x"},
+          {"id":"1324a887-45db-1bf4-1e99-ef0ff456d421","name":"acme","url":"https://acme.atlassian.net","scopes":["read:space:confluence"],"avatarUrl":"x"}
+        ]"#;
+        let sites = sites_from_resources(serde_json::from_str(json).unwrap());
+        assert_eq!(sites.len(), 2);
+        assert_eq!(sites[0].product, Product::Jira);
+        assert_eq!(sites[1].product, Product::Confluence);
+        assert_eq!(sites[0].cloud_id, sites[1].cloud_id);
+    }
+}

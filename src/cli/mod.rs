@@ -1,0 +1,222 @@
+//! Command-line interface. Exit codes: 0 clean stop, 2 bad configuration or arguments (the
+//! message names the key), 1 anything else.
+
+mod grants;
+
+pub use grants::{GrantReport, grant_reports, render_table};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atlassync",
+    version,
+    about = "Keeps Atlassian Cloud OAuth grants alive and mirrors Jira and Confluence into Postgres"
+)]
+struct Cli {
+    /// Configuration file (TOML); `ATLASSYNC_<SECTION>__<KEY>` variables override it.
+    #[arg(long, global = false, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: migrate, serve the consent flow, keep grants alive.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration and exit (2 with the offending key when invalid).
+    CheckConfig,
+    /// Inspect or import grants.
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+    /// Print a signed consent link for a user to open.
+    Invite {
+        /// The name the grant will carry (a person, a team, a service).
+        #[arg(long)]
+        label: String,
+    },
+    /// Run the built-in Atlassian emulator.
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        /// The OAuth client id the emulator accepts.
+        #[arg(long, default_value = "emulator-client")]
+        client_id: String,
+        /// The OAuth client secret the emulator accepts.
+        #[arg(
+            long,
+            default_value = "emulator-secret",
+            env = "ATLASSYNC_EMULATOR_CLIENT_SECRET"
+        )]
+        client_secret: String,
+    },
+    /// A guided tour on a private database and the emulator (needs DATABASE_URL).
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantsCommand {
+    /// Health and deadlines of every grant.
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import refresh tokens from an existing integration: JSON lines on stdin,
+    /// `{"label": "...", "refresh_token": "...", "consented_at": "2026-01-31T00:00:00Z"?}`.
+    Import,
+}
+
+/// An error that decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Parses arguments, runs the command, and maps the outcome to an exit code.
+pub async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+    };
+    match run(cli).await {
+        Ok(code) => code,
+        Err(CliError::Config(e)) => {
+            eprintln!("atlassync: configuration error: {e}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(e)) => {
+            eprintln!("atlassync: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Emulator {
+            listen,
+            client_id,
+            client_secret,
+        } => {
+            init_logging(LogFormat::Pretty, "info");
+            let config = crate::emulator::EmulatorConfig {
+                client_id,
+                client_secret,
+                ..Default::default()
+            };
+            crate::emulator::serve_forever(config, listen).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Demo => {
+            init_logging(LogFormat::Pretty, "warn");
+            crate::demo::run().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+
+    // Every daemon command validates the whole configuration before doing anything.
+    let (path, given) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let config = Config::load(&path, given)?;
+    init_logging(config.log.format, &config.log.filter);
+
+    match cli.command {
+        Command::CheckConfig => {
+            println!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invite { label } => {
+            let label = label.trim().to_owned();
+            if label.is_empty() {
+                return Err(anyhow::anyhow!("--label must not be empty").into());
+            }
+            // An invite is pure computation: no database needed.
+            let clock = SystemClock;
+            let ttl = chrono::TimeDelta::from_std(config.http.invite_ttl)
+                .map_err(|e| anyhow::anyhow!("http.invite_ttl: {e}"))?;
+            let invite = crate::invite::Invite {
+                label,
+                expires_at: crate::clock::Clock::now(&clock) + ttl,
+            };
+            println!(
+                "{}",
+                invite.link(&config.crypto.keyring, &config.http.public_url)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let pool = connect(&config).await?;
+            crate::store::migrate(&pool)
+                .await
+                .map_err(anyhow::Error::from)?;
+            eprintln!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let pool = connect(&config).await?;
+            crate::store::migrate(&pool)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let app = App::new(config, pool, Arc::new(SystemClock));
+            crate::daemon::run(app, path, given).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Grants { command } => {
+            let pool = connect(&config).await?;
+            let app = App::new(config, pool, Arc::new(SystemClock));
+            match command {
+                GrantsCommand::List { json } => grants::list(&app, json).await?,
+                GrantsCommand::Import => return Ok(grants::import(&app).await?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulator { .. } | Command::Demo => unreachable!("handled above"),
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    Ok(crate::store::connect(config.database_url(), config.database.max_connections).await?)
+}
+
+/// Logs go to stderr, so commands like `invite` print only their result on stdout.
+/// `RUST_LOG`, when set, overrides `log.filter`.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

@@ -1,0 +1,694 @@
+//! Configuration: defaults < TOML file < `ATLASSYNC_<SECTION>__<KEY>` environment variables.
+//!
+//! Loading validates everything up front and names the offending key, so a daemon never
+//! starts half-configured. Secrets are read from files or the environment and never printed.
+
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::crypto::{Keyring, KeyringError};
+use values::{DurationValue, LenientString};
+pub use values::{Schedule, Scopes};
+
+/// Where the configuration file lives when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/atlassync/atlassync.toml";
+
+/// The scopes atlassync asks for when `atlassian.scopes` is not set: identity, refresh
+/// tokens, Jira reads and Confluence space reads.
+pub const DEFAULT_SCOPES: &[&str] = &[
+    "read:me",
+    "offline_access",
+    "read:jira-work",
+    "read:jira-user",
+    "read:space:confluence",
+];
+
+/// A configuration problem, always naming the key an operator must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key is present but its value is unusable.
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    /// A required key is absent.
+    #[error("config key `{key}` is required but not set{hint}")]
+    Missing { key: String, hint: String },
+    /// The file given with `--config` could not be read or parsed.
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn missing(key: &str, hint: &str) -> Self {
+        Self::Missing {
+            key: key.to_owned(),
+            hint: hint.to_owned(),
+        }
+    }
+
+    /// The key the error is about, if it is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } | Self::Missing { key, .. } => Some(key),
+            Self::File { .. } => None,
+        }
+    }
+}
+
+/// The validated configuration of one atlassync process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub atlassian: AtlassianConfig,
+    pub tokens: TokenPolicy,
+    pub schedule: ScheduleConfig,
+    pub http: HttpConfig,
+    pub crypto: CryptoConfig,
+    pub alerts: AlertsConfig,
+    pub jira: JiraConfig,
+    pub log: LogConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// May carry a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+/// `[atlassian]`: the OAuth 2.0 (3LO) app and the hosts it talks to.
+#[derive(Debug, Clone)]
+pub struct AtlassianConfig {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub redirect_uri: Url,
+    pub scopes: Vec<String>,
+    pub auth_base_url: Url,
+    pub api_base_url: Url,
+    pub request_timeout: Duration,
+}
+
+/// `[tokens]`: the grant lifecycle policy. See DESIGN.md "Token lifecycle".
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// Refresh an access token this long before it expires.
+    pub refresh_margin: Duration,
+    /// Rotate a refresh token that has been idle this long.
+    pub keepalive_after: Duration,
+    /// Atlassian's inactivity expiry of a refresh token (90 days).
+    pub inactivity_expiry: Duration,
+    /// Atlassian's absolute expiry of a token family (365 days).
+    pub absolute_expiry: Duration,
+    /// Atlassian's reuse leeway for a rotated refresh token (10 minutes).
+    pub reuse_leeway: Duration,
+    /// Warn this long before a family's absolute deadline.
+    pub reauth_warning: Duration,
+    /// How long a worker holds a grant while refreshing it; well under `reuse_leeway`.
+    pub lease_ttl: Duration,
+    /// Consecutive transient failures before a grant is shown as `degraded`.
+    pub degraded_after: u32,
+}
+
+/// `[schedule]`: cron expressions, UTC, seconds field optional.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub token_sweep: Schedule,
+    pub revalidate: Schedule,
+    pub jira_sync: Schedule,
+    pub jira_reconcile: Schedule,
+    pub confluence_sync: Schedule,
+}
+
+/// `[http]`: the admin and consent server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The URL users reach this server at; invite links live under it.
+    pub public_url: Url,
+    pub admin_token: Option<SecretString>,
+    /// How long an invite link stays valid.
+    pub invite_ttl: Duration,
+}
+
+/// `[crypto]`: keys that seal tokens at rest and sign invite links.
+#[derive(Debug, Clone)]
+pub struct CryptoConfig {
+    pub key_file: PathBuf,
+    pub previous_key_files: Vec<PathBuf>,
+    /// Loaded from the files above during validation.
+    pub keyring: Keyring,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub webhook_url: Option<Url>,
+    pub webhook_secret: Option<SecretString>,
+}
+
+/// `[jira]`
+#[derive(Debug, Clone)]
+pub struct JiraConfig {
+    /// Optional restriction ANDed into every sync query.
+    pub jql: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info,atlassync=debug`.
+    pub filter: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// Loads `path` overlaid by `ATLASSYNC_*` variables from the process environment, then
+    /// validates. A missing file is an error only when the operator named it with `--config`.
+    pub fn load(path: &Path, path_was_given: bool) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(raw::RawConfig::default()));
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(path));
+        } else if path_was_given {
+            return Err(ConfigError::File {
+                path: path.to_owned(),
+                message: "no such file".into(),
+            });
+        }
+        figment = figment.merge(Env::prefixed("ATLASSYNC_").split("__"));
+        let raw: raw::RawConfig = figment.extract().map_err(|e| from_figment(e, path))?;
+        raw.validate()
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document alone, without environment overrides (the demo
+    /// and tests build their configuration this way).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = Figment::from(Serialized::defaults(raw::RawConfig::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| from_figment(e, Path::new("(inline)")))?;
+        raw.validate()
+    }
+}
+
+fn from_figment(error: figment::Error, file: &Path) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = error.path.join(".");
+    match &error.kind {
+        Kind::Message(message) if path.is_empty() => ConfigError::File {
+            path: file.to_owned(),
+            message: message.clone(),
+        },
+        Kind::MissingField(field) => {
+            append_field(&mut path, &error.path, field);
+            ConfigError::missing(&path, "")
+        }
+        Kind::UnknownField(field, _) => {
+            append_field(&mut path, &error.path, field);
+            ConfigError::invalid(&path, "unknown key (check the spelling)")
+        }
+        other => ConfigError::invalid(&path, other.to_string()),
+    }
+}
+
+/// figment sometimes includes the field in the error path and sometimes not.
+fn append_field(path: &mut String, segments: &[String], field: &str) {
+    if segments.last().map(String::as_str) != Some(field) {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(field);
+    }
+}
+
+mod raw {
+    //! The shape of the configuration as written, before validation.
+
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawConfig {
+        pub database: RawDatabase,
+        pub atlassian: RawAtlassian,
+        pub tokens: RawTokens,
+        pub schedule: RawSchedule,
+        pub http: RawHttp,
+        pub crypto: RawCrypto,
+        pub alerts: RawAlerts,
+        pub jira: RawJira,
+        pub log: RawLog,
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawDatabase {
+        pub url: Option<LenientString>,
+        pub max_connections: u32,
+    }
+
+    impl Default for RawDatabase {
+        fn default() -> Self {
+            Self {
+                url: None,
+                max_connections: 10,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawAtlassian {
+        pub client_id: Option<LenientString>,
+        pub client_secret: Option<LenientString>,
+        pub client_secret_file: Option<PathBuf>,
+        pub redirect_uri: Option<LenientString>,
+        pub scopes: Scopes,
+        pub auth_base_url: LenientString,
+        pub api_base_url: LenientString,
+        pub request_timeout: DurationValue,
+    }
+
+    impl Default for RawAtlassian {
+        fn default() -> Self {
+            Self {
+                client_id: None,
+                client_secret: None,
+                client_secret_file: None,
+                redirect_uri: None,
+                scopes: Scopes(DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
+                auth_base_url: "https://auth.atlassian.com".into(),
+                api_base_url: "https://api.atlassian.com".into(),
+                request_timeout: "30s".into(),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawTokens {
+        pub refresh_margin: DurationValue,
+        pub keepalive_after: DurationValue,
+        pub inactivity_expiry: DurationValue,
+        pub absolute_expiry: DurationValue,
+        pub reuse_leeway: DurationValue,
+        pub reauth_warning: DurationValue,
+        pub lease_ttl: DurationValue,
+        pub degraded_after: u32,
+    }
+
+    impl Default for RawTokens {
+        fn default() -> Self {
+            Self {
+                refresh_margin: "5m".into(),
+                keepalive_after: "30d".into(),
+                inactivity_expiry: "90d".into(),
+                absolute_expiry: "365d".into(),
+                reuse_leeway: "10m".into(),
+                reauth_warning: "14d".into(),
+                lease_ttl: "2m".into(),
+                degraded_after: 3,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawSchedule {
+        pub token_sweep: LenientString,
+        pub revalidate: LenientString,
+        pub jira_sync: LenientString,
+        pub jira_reconcile: LenientString,
+        pub confluence_sync: LenientString,
+    }
+
+    impl Default for RawSchedule {
+        fn default() -> Self {
+            Self {
+                token_sweep: "0 * * * * *".into(),
+                revalidate: "0 7 */6 * * *".into(),
+                jira_sync: "0 */5 * * * *".into(),
+                jira_reconcile: "0 23 3 * * *".into(),
+                confluence_sync: "0 17 * * * *".into(),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawHttp {
+        pub listen: LenientString,
+        pub public_url: Option<LenientString>,
+        pub admin_token: Option<LenientString>,
+        pub invite_ttl: DurationValue,
+    }
+
+    impl Default for RawHttp {
+        fn default() -> Self {
+            Self {
+                listen: "127.0.0.1:8080".into(),
+                public_url: None,
+                admin_token: None,
+                invite_ttl: "7d".into(),
+            }
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawCrypto {
+        pub key_file: Option<PathBuf>,
+        pub previous_key_files: Vec<PathBuf>,
+    }
+
+    #[derive(Debug, Default, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawAlerts {
+        pub webhook_url: Option<LenientString>,
+        pub webhook_secret: Option<LenientString>,
+    }
+
+    #[derive(Debug, Default, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawJira {
+        pub jql: Option<LenientString>,
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawLog {
+        pub format: LenientString,
+        pub filter: LenientString,
+    }
+
+    impl Default for RawLog {
+        fn default() -> Self {
+            Self {
+                format: "pretty".into(),
+                filter: "info".into(),
+            }
+        }
+    }
+
+    impl RawConfig {
+        pub fn validate(self) -> Result<Config, ConfigError> {
+            let database = DatabaseConfig {
+                url: {
+                    let url = required(self.database.url, "database.url", "")?;
+                    let parsed = Url::parse(&url).map_err(|e| {
+                        ConfigError::invalid("database.url", format!("not a URL: {e}"))
+                    })?;
+                    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+                        return Err(ConfigError::invalid(
+                            "database.url",
+                            "must start with postgres:// or postgresql://",
+                        ));
+                    }
+                    SecretString::from(url)
+                },
+                max_connections: positive(
+                    self.database.max_connections,
+                    "database.max_connections",
+                )?,
+            };
+
+            let a = self.atlassian;
+            let client_secret = match (a.client_secret, a.client_secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        "atlassian.client_secret",
+                        "set either client_secret or client_secret_file, not both",
+                    ));
+                }
+                (Some(secret), None) => non_empty_secret(secret.0, "atlassian.client_secret")?,
+                (None, Some(file)) => {
+                    let text = std::fs::read_to_string(&file).map_err(|e| {
+                        ConfigError::invalid(
+                            "atlassian.client_secret_file",
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?;
+                    non_empty_secret(text.trim().to_owned(), "atlassian.client_secret_file")?
+                }
+                (None, None) => {
+                    return Err(ConfigError::missing(
+                        "atlassian.client_secret",
+                        " (or atlassian.client_secret_file)",
+                    ));
+                }
+            };
+            let scopes = a.scopes.0;
+            if scopes.is_empty() {
+                return Err(ConfigError::invalid(
+                    "atlassian.scopes",
+                    "must list at least one scope",
+                ));
+            }
+            if !scopes.iter().any(|s| s == "offline_access") {
+                return Err(ConfigError::invalid(
+                    "atlassian.scopes",
+                    "must include offline_access, or Atlassian issues no refresh token",
+                ));
+            }
+            if !scopes.iter().any(|s| s == "read:me") {
+                return Err(ConfigError::invalid(
+                    "atlassian.scopes",
+                    "must include read:me, which identifies the user who consented",
+                ));
+            }
+            let atlassian = AtlassianConfig {
+                client_id: required(a.client_id, "atlassian.client_id", "")?,
+                client_secret,
+                redirect_uri: http_url(
+                    required(a.redirect_uri, "atlassian.redirect_uri", "")?,
+                    "atlassian.redirect_uri",
+                )?,
+                scopes,
+                auth_base_url: http_url(a.auth_base_url.0, "atlassian.auth_base_url")?,
+                api_base_url: http_url(a.api_base_url.0, "atlassian.api_base_url")?,
+                request_timeout: a.request_timeout.parse("atlassian.request_timeout")?,
+            };
+
+            let t = self.tokens;
+            let tokens = TokenPolicy {
+                refresh_margin: t.refresh_margin.parse("tokens.refresh_margin")?,
+                keepalive_after: t.keepalive_after.parse("tokens.keepalive_after")?,
+                inactivity_expiry: t.inactivity_expiry.parse("tokens.inactivity_expiry")?,
+                absolute_expiry: t.absolute_expiry.parse("tokens.absolute_expiry")?,
+                reuse_leeway: t.reuse_leeway.parse("tokens.reuse_leeway")?,
+                reauth_warning: t.reauth_warning.parse("tokens.reauth_warning")?,
+                lease_ttl: t.lease_ttl.parse("tokens.lease_ttl")?,
+                degraded_after: positive(t.degraded_after, "tokens.degraded_after")?,
+            };
+            if tokens.keepalive_after >= tokens.inactivity_expiry {
+                return Err(ConfigError::invalid(
+                    "tokens.keepalive_after",
+                    format!(
+                        "must be shorter than tokens.inactivity_expiry ({}), or idle grants expire",
+                        values::format_duration(tokens.inactivity_expiry)
+                    ),
+                ));
+            }
+            if tokens.reauth_warning >= tokens.absolute_expiry {
+                return Err(ConfigError::invalid(
+                    "tokens.reauth_warning",
+                    "must be shorter than tokens.absolute_expiry",
+                ));
+            }
+            if tokens.lease_ttl >= tokens.reuse_leeway {
+                return Err(ConfigError::invalid(
+                    "tokens.lease_ttl",
+                    "must be shorter than tokens.reuse_leeway, so a crashed refresher's token can be retried inside the leeway",
+                ));
+            }
+
+            let s = self.schedule;
+            let schedule = ScheduleConfig {
+                token_sweep: Schedule::parse(&s.token_sweep.0, "schedule.token_sweep")?,
+                revalidate: Schedule::parse(&s.revalidate.0, "schedule.revalidate")?,
+                jira_sync: Schedule::parse(&s.jira_sync.0, "schedule.jira_sync")?,
+                jira_reconcile: Schedule::parse(&s.jira_reconcile.0, "schedule.jira_reconcile")?,
+                confluence_sync: Schedule::parse(&s.confluence_sync.0, "schedule.confluence_sync")?,
+            };
+
+            let h = self.http;
+            let listen: SocketAddr = h.listen.0.parse().map_err(|e| {
+                ConfigError::invalid(
+                    "http.listen",
+                    format!("not an address like 127.0.0.1:8080: {e}"),
+                )
+            })?;
+            let public_url = match h.public_url {
+                Some(url) => http_url(url.0, "http.public_url")?,
+                None => http_url(format!("http://{listen}/"), "http.listen")?,
+            };
+            let http = HttpConfig {
+                listen,
+                public_url,
+                admin_token: h
+                    .admin_token
+                    .map(|t| non_empty_secret(t.0, "http.admin_token"))
+                    .transpose()?,
+                invite_ttl: h.invite_ttl.parse("http.invite_ttl")?,
+            };
+
+            let key_file = self.crypto.key_file.ok_or_else(|| {
+                ConfigError::missing(
+                    "crypto.key_file",
+                    " (32 random bytes, base64: openssl rand -base64 32)",
+                )
+            })?;
+            let keyring = Keyring::from_files(&key_file, &self.crypto.previous_key_files).map_err(
+                |e| match e {
+                    KeyringError::Previous { .. } => {
+                        ConfigError::invalid("crypto.previous_key_files", e.to_string())
+                    }
+                    _ => ConfigError::invalid("crypto.key_file", e.to_string()),
+                },
+            )?;
+            let crypto = CryptoConfig {
+                key_file,
+                previous_key_files: self.crypto.previous_key_files,
+                keyring,
+            };
+
+            let alerts = AlertsConfig {
+                webhook_url: self
+                    .alerts
+                    .webhook_url
+                    .map(|u| http_url(u.0, "alerts.webhook_url"))
+                    .transpose()?,
+                webhook_secret: self
+                    .alerts
+                    .webhook_secret
+                    .map(|s| non_empty_secret(s.0, "alerts.webhook_secret"))
+                    .transpose()?,
+            };
+            if alerts.webhook_url.is_some() && alerts.webhook_secret.is_none() {
+                return Err(ConfigError::missing(
+                    "alerts.webhook_secret",
+                    " (webhook deliveries are signed with it)",
+                ));
+            }
+
+            let jira = JiraConfig {
+                jql: self
+                    .jira
+                    .jql
+                    .map(|j| j.0.trim().to_owned())
+                    .filter(|j| !j.is_empty()),
+            };
+            if let Some(jql) = &jira.jql
+                && jql.to_ascii_lowercase().contains("order by")
+            {
+                return Err(ConfigError::invalid(
+                    "jira.jql",
+                    "must be a restriction only; atlassync adds its own ORDER BY",
+                ));
+            }
+
+            let log = LogConfig {
+                format: match self.log.format.0.as_str() {
+                    "pretty" => LogFormat::Pretty,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(ConfigError::invalid(
+                            "log.format",
+                            format!("`{other}` is not one of pretty, json"),
+                        ));
+                    }
+                },
+                filter: {
+                    let filter = self.log.filter.0;
+                    tracing_subscriber::EnvFilter::try_new(&filter)
+                        .map_err(|e| ConfigError::invalid("log.filter", e.to_string()))?;
+                    filter
+                },
+            };
+
+            Ok(Config {
+                database,
+                atlassian,
+                tokens,
+                schedule,
+                http,
+                crypto,
+                alerts,
+                jira,
+                log,
+            })
+        }
+    }
+
+    fn required(
+        value: Option<LenientString>,
+        key: &str,
+        hint: &str,
+    ) -> Result<String, ConfigError> {
+        match value {
+            Some(v) if !v.0.trim().is_empty() => Ok(v.0.trim().to_owned()),
+            Some(_) => Err(ConfigError::invalid(key, "must not be empty")),
+            None => Err(ConfigError::missing(key, hint)),
+        }
+    }
+
+    fn non_empty_secret(value: String, key: &str) -> Result<SecretString, ConfigError> {
+        if value.trim().is_empty() {
+            Err(ConfigError::invalid(key, "must not be empty"))
+        } else {
+            Ok(SecretString::from(value))
+        }
+    }
+
+    fn positive(value: u32, key: &str) -> Result<u32, ConfigError> {
+        if value == 0 {
+            Err(ConfigError::invalid(key, "must be at least 1"))
+        } else {
+            Ok(value)
+        }
+    }
+
+    fn http_url(value: String, key: &str) -> Result<Url, ConfigError> {
+        let url = Url::parse(value.trim())
+            .map_err(|e| ConfigError::invalid(key, format!("`{value}` is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{value}` must be an http:// or https:// URL with a host"),
+            ));
+        }
+        Ok(url)
+    }
+}
+
+impl Config {
+    /// The database URL, for connecting.
+    pub fn database_url(&self) -> &str {
+        self.database.url.expose_secret()
+    }
+}

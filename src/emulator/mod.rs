@@ -1,0 +1,349 @@
+//! The built-in Atlassian Cloud emulator.
+//!
+//! A product feature, not a test mock: it is written from `atlassian-api.md` alone and shares no
+//! code with the daemon's clients (`oauth`, `atlassian`), so the two cannot agree on a misreading.
+//! One axum router on one port serves both hosts of the real service: the authorization server
+//! (`/authorize`, `/oauth/token`) and the API gateway (`/oauth/token/accessible-resources`,
+//! `/me`, `/ex/{product}/{cloudid}/...`), plus a JSON control API under `/_emulator/`.
+//!
+//! Layout (one job per module):
+//! - [`state`]: the model (sites, users, grants, token families) and the rotation rules, as plain
+//!   functions over an explicit `now`;
+//! - `token`: JWT-looking random token material and the SHA-256 digests that are all we keep;
+//! - `oauth`: `/authorize`, `/authorize/decision`, `/oauth/token`;
+//! - `consent_page`: the HTML consent and error pages;
+//! - `gateway`: bearer authentication (reusable by later endpoints), accessible-resources, `/me`,
+//!   Jira `myself`;
+//! - `control`: the `/_emulator/` JSON API;
+//! - `server`: shared state, router and the listening task.
+
+mod consent_page;
+mod control;
+mod gateway;
+mod oauth;
+mod server;
+mod state;
+mod token;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::clock::{Clock, SystemClock};
+
+/// How the emulator behaves: the client it knows and the token lifetimes it enforces.
+///
+/// Every lifetime is configurable down to seconds so tests can compress a year into moments.
+#[derive(Clone)]
+pub struct EmulatorConfig {
+    /// The only OAuth client (app) the emulator knows.
+    pub client_id: String,
+    /// That client's secret.
+    pub client_secret: String,
+    /// Access-token lifetime, reported as `expires_in` (Atlassian: 3600 s).
+    pub access_token_ttl: Duration,
+    /// A refresh token not exchanged for this long dies (Atlassian: 90 days).
+    pub inactivity_expiry: Duration,
+    /// A token family dies this long after its first token was issued (Atlassian: 365 days).
+    pub absolute_expiry: Duration,
+    /// A rotated refresh token may be exchanged again within this window (Atlassian: 10 minutes).
+    pub reuse_leeway: Duration,
+    /// Authorization codes die this long after consent (undocumented; 10 minutes).
+    pub code_ttl: Duration,
+    /// Whether revoking a family (reuse detection, password change, app revocation) also kills
+    /// its outstanding access tokens at once, rather than letting them live until `exp`.
+    /// Atlassian does not document which (⚠ UNCERTAIN in the API notes).
+    pub revocation_kills_access_tokens: bool,
+    /// Which error body a failed refresh gets.
+    pub refresh_error_variant: RefreshErrorVariant,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            client_id: "emulator-client".to_owned(),
+            client_secret: "emulator-secret".to_owned(),
+            access_token_ttl: Duration::from_secs(3600),
+            inactivity_expiry: Duration::from_secs(90 * DAY),
+            absolute_expiry: Duration::from_secs(365 * DAY),
+            reuse_leeway: Duration::from_secs(10 * 60),
+            code_ttl: Duration::from_secs(10 * 60),
+            revocation_kills_access_tokens: true,
+            refresh_error_variant: RefreshErrorVariant::InvalidGrant,
+        }
+    }
+}
+
+impl fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("inactivity_expiry", &self.inactivity_expiry)
+            .field("absolute_expiry", &self.absolute_expiry)
+            .field("reuse_leeway", &self.reuse_leeway)
+            .field("code_ttl", &self.code_ttl)
+            .field(
+                "revocation_kills_access_tokens",
+                &self.revocation_kills_access_tokens,
+            )
+            .field("refresh_error_variant", &self.refresh_error_variant)
+            .finish()
+    }
+}
+
+/// The body a failed refresh gets (both are seen from the real service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshErrorVariant {
+    /// `403 {"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}` (documented).
+    #[default]
+    InvalidGrant,
+    /// `403 {"error":"unauthorized_client","error_description":"refresh_token is invalid"}` (observed).
+    UnauthorizedClient,
+}
+
+/// An Atlassian product a site runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// Jira (container scopes contain `jira`).
+    Jira,
+    /// Confluence (container scopes contain `confluence`).
+    Confluence,
+}
+
+impl Product {
+    /// The product a scope string belongs to, if any (`read:me`, `offline_access`: none).
+    pub fn of_scope(scope: &str) -> Option<Product> {
+        if scope.contains("jira") {
+            Some(Product::Jira)
+        } else if scope.contains("confluence") {
+            Some(Product::Confluence)
+        } else {
+            None
+        }
+    }
+}
+
+/// An Atlassian account to create in the emulator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewUser {
+    /// Display name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Atlassian-account profile zone (IANA), served by `/me` as `zoneinfo`.
+    pub zoneinfo: String,
+    /// Jira profile zone (IANA), served by `/rest/api/3/myself` as `timeZone`.
+    pub jira_time_zone: String,
+    /// Cloud ids of the sites this user can access (and so may grant).
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+/// What the (non-interactive) user answers at the next `/authorize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum ConsentDecision {
+    /// The user consents as `account_id`, granting `sites` (`None`: every site they can access).
+    Accept {
+        /// The consenting account.
+        account_id: String,
+        /// Sites to add to the grant; `None` means all of the user's sites.
+        #[serde(default)]
+        sites: Option<Vec<String>>,
+    },
+    /// The user declines: redirect with `error=access_denied`.
+    Deny,
+}
+
+/// What happened so far, for assertions and the demo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Successful authorization-code exchanges.
+    pub code_exchanges: u64,
+    /// Successful refreshes (including reuses inside the leeway).
+    pub refreshes: u64,
+    /// Refreshes that presented an already-rotated token inside the reuse leeway.
+    pub reuses_in_leeway: u64,
+    /// Families revoked by breach detection (reuse outside the leeway, or of an older token).
+    pub family_revocations: u64,
+    /// Token-endpoint answers reporting a dead code or refresh token (whatever the configured body).
+    pub invalid_grant_errors: u64,
+    /// Gateway calls answered 401.
+    pub unauthorized_api_calls: u64,
+    /// Gateway calls (every bearer endpoint, whatever the outcome).
+    pub api_calls: u64,
+}
+
+/// Namespace for starting the emulator.
+#[derive(Debug)]
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds `listen` (use `127.0.0.1:0` in tests) and serves until every clone of the handle
+    /// is dropped or [`EmulatorHandle::shutdown`] is called.
+    pub async fn start(
+        config: EmulatorConfig,
+        clock: Arc<dyn Clock>,
+        listen: SocketAddr,
+    ) -> std::io::Result<EmulatorHandle> {
+        let (handle, _task) = server::start(config, clock, listen).await?;
+        Ok(handle)
+    }
+}
+
+/// Cancels the server when the last handle clone goes away.
+struct ServerLifetime {
+    cancel: CancellationToken,
+}
+
+impl Drop for ServerLifetime {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A running emulator: its address, its clock, and the same controls as the `/_emulator/` API.
+#[derive(Clone)]
+pub struct EmulatorHandle {
+    shared: Arc<server::Shared>,
+    base_url: Url,
+    lifetime: Arc<ServerLifetime>,
+}
+
+impl fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatorHandle {
+    /// The root URL, e.g. `http://127.0.0.1:PORT/`; it serves both the auth-host and the
+    /// api-host paths.
+    pub fn base_url(&self) -> Url {
+        self.base_url.clone()
+    }
+
+    /// The emulator's now: the injected clock plus the emulator's own offset.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.now()
+    }
+
+    /// Moves the emulator's own clock forward (adds to its offset; the injected clock is untouched).
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.shared.advance_clock(by);
+    }
+
+    /// Creates a site running `products`; returns its new cloud id (a UUID string).
+    pub fn add_site(&self, name: &str, products: &[Product]) -> String {
+        self.shared.with_state(|s| s.add_site(name, products))
+    }
+
+    /// Creates an Atlassian account; returns its account id. Unknown cloud ids in
+    /// `user.sites` are dropped with a warning.
+    pub fn add_user(&self, mut user: NewUser) -> String {
+        self.shared.with_state(|s| {
+            user.sites.retain(|cloud_id| {
+                let known = s.has_site(cloud_id);
+                if !known {
+                    tracing::warn!(site.cloud_id = %cloud_id, "emulator: add_user ignores an unknown site");
+                }
+                known
+            });
+            s.add_user_unchecked(user)
+        })
+    }
+
+    /// Queues the answer of the next `/authorize` (first in, first out). While the queue is
+    /// non-empty `/authorize` redirects at once instead of showing the consent page.
+    pub fn queue_consent(&self, decision: ConsentDecision) {
+        self.shared.with_state(|s| s.queue_consent(decision));
+    }
+
+    /// The user revokes the app in "Connected apps": every family dies and the grant is emptied.
+    pub fn revoke_app(&self, account_id: &str) {
+        let now = self.now();
+        if let Err(error) = self.shared.with_state(|s| s.revoke_app(account_id, now)) {
+            tracing::warn!(%error, "emulator: revoke_app ignored");
+        }
+    }
+
+    /// The user changes their password: every refresh token issued before now dies.
+    pub fn change_password(&self, account_id: &str) {
+        let now = self.now();
+        if let Err(error) = self
+            .shared
+            .with_state(|s| s.change_password(account_id, now))
+        {
+            tracing::warn!(%error, "emulator: change_password ignored");
+        }
+    }
+
+    /// Drops one site from the user's grant (accessible-resources stops listing it and the
+    /// gateway answers 404 for it).
+    pub fn revoke_site(&self, account_id: &str, cloud_id: &str) {
+        if let Err(error) = self
+            .shared
+            .with_state(|s| s.revoke_site(account_id, cloud_id))
+        {
+            tracing::warn!(%error, "emulator: revoke_site ignored");
+        }
+    }
+
+    /// Replaces the scopes of the user's grant (seen by accessible-resources, the gateway's
+    /// scope checks and later token responses).
+    pub fn set_scopes(&self, account_id: &str, scopes: &[&str]) {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        if let Err(error) = self.shared.with_state(|s| s.set_scopes(account_id, scopes)) {
+            tracing::warn!(%error, "emulator: set_scopes ignored");
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.with_state(|s| s.counters().clone())
+    }
+
+    /// Stops serving (in-flight requests finish). Idempotent.
+    pub fn shutdown(&self) {
+        self.lifetime.cancel.cancel();
+    }
+}
+
+/// Runs a standalone emulator on the system clock until SIGINT or SIGTERM (the
+/// `atlassync emulator` subcommand).
+pub async fn serve_forever(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (handle, task) = server::start(config, Arc::new(SystemClock), listen)
+        .await
+        .with_context(|| format!("binding the emulator to {listen}"))?;
+    tracing::info!(base_url = %handle.base_url(), "emulator listening");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("emulator: SIGTERM, stopping"),
+        _ = interrupt.recv() => tracing::info!("emulator: SIGINT, stopping"),
+    }
+    handle.shutdown();
+    // Keep-alive connections may hold the graceful shutdown open; do not wait for them forever.
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Ok(joined) => joined.context("emulator server task")??,
+        Err(_) => tracing::warn!("emulator: connections still open after 10s, exiting anyway"),
+    }
+    Ok(())
+}

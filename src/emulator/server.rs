@@ -1,0 +1,111 @@
+//! Shared state, the router, and the listening task.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::state::{Policy, State};
+use super::{EmulatorConfig, EmulatorHandle, ServerLifetime, control, gateway, oauth};
+use crate::clock::Clock;
+
+/// Everything a request handler needs. Cheap to share (`Arc`).
+pub(crate) struct Shared {
+    clock: Arc<dyn Clock>,
+    /// The emulator's own offset on top of the injected clock.
+    offset: Mutex<TimeDelta>,
+    state: Mutex<State>,
+    /// Root URL of this server, used to build gateway `self` links.
+    base_url: Url,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Injected clock plus own offset.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        let offset = *self.offset.lock().unwrap_or_else(|p| p.into_inner());
+        self.clock
+            .now()
+            .checked_add_signed(offset)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    pub(crate) fn advance_clock(&self, by: TimeDelta) {
+        let mut offset = self.offset.lock().unwrap_or_else(|p| p.into_inner());
+        *offset = offset.checked_add(&by).unwrap_or(*offset);
+    }
+
+    /// Runs `f` with the state locked. `f` must not block or await.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state)
+    }
+
+    pub(crate) fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+}
+
+/// All routes on one router: auth host, API gateway and control API.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .merge(oauth::routes())
+        .merge(gateway::routes(shared.clone()))
+        .nest("/_emulator", control::routes())
+        .with_state(shared)
+}
+
+/// Binds, spawns the server, and returns the handle plus the server task.
+pub(crate) async fn start(
+    config: EmulatorConfig,
+    clock: Arc<dyn Clock>,
+    listen: SocketAddr,
+) -> std::io::Result<(EmulatorHandle, JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    let base_url = base_url_for(local)?;
+    let shared = Arc::new(Shared {
+        clock,
+        offset: Mutex::new(TimeDelta::zero()),
+        state: Mutex::new(State::new(Policy::from_config(&config))),
+        base_url: base_url.clone(),
+    });
+    let cancel = CancellationToken::new();
+    let stopped = cancel.clone();
+    let app = router(shared.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    tracing::debug!(base_url = %base_url, "emulator started");
+    let handle = EmulatorHandle {
+        shared,
+        base_url,
+        lifetime: Arc::new(ServerLifetime { cancel }),
+    };
+    Ok((handle, task))
+}
+
+/// `http://ADDR:PORT/`, with a wildcard bind address replaced by loopback.
+fn base_url_for(local: SocketAddr) -> std::io::Result<Url> {
+    let ip = match local.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!("http://{}/", SocketAddr::new(ip, local.port()));
+    Url::parse(&url).map_err(|e| std::io::Error::other(format!("base url {url}: {e}")))
+}

@@ -1,0 +1,49 @@
+//! The HTTP server: health, the consent flow (invite links and the OAuth callback).
+
+mod connect;
+pub mod pages;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+pub use connect::STATE_COOKIE;
+
+/// The router, with the callback at the path of `atlassian.redirect_uri`.
+pub fn router(app: App) -> Router {
+    let callback_path = match app.config.atlassian.redirect_uri.path() {
+        "" | "/" => "/callback".to_owned(),
+        path => path.to_owned(),
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            &format!("/{}", crate::invite::CONNECT_PATH),
+            get(connect::start),
+        )
+        .route(&callback_path, get(connect::finish))
+        .with_state(app)
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(&app.pool).await {
+        Ok(_) => (StatusCode::OK, "ok\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
+    }
+}

@@ -1,0 +1,18 @@
+//! atlassync keeps Atlassian Cloud OAuth 2.0 (3LO) grants alive and honest, and mirrors Jira
+//! issues and Confluence spaces into Postgres for downstream reporting.
+
+pub mod app;
+pub mod atlassian;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod daemon;
+pub mod demo;
+pub mod emulator;
+pub mod http;
+pub mod invite;
+pub mod oauth;
+pub mod onboarding;
+pub mod sandbox;
+pub mod store;

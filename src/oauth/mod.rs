@@ -1,0 +1,314 @@
+//! The OAuth 2.0 (3LO) client side: the authorization URL, code exchange and rotating
+//! refresh against `POST {auth_base_url}/oauth/token`, and what each failure means.
+
+mod secrets;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::AtlassianConfig;
+pub use secrets::{AccessToken, AuthorizationCode, RefreshToken};
+
+/// A successful token response.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    pub access_token: AccessToken,
+    /// Absent when Atlassian did not rotate (observed occasionally): keep the old one.
+    pub refresh_token: Option<RefreshToken>,
+    pub expires_in: Duration,
+    pub scopes: Vec<String>,
+}
+
+/// What a failed token call means for the grant, which decides what the caller does next.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token family is gone (expired, revoked, password changed, reused): only a new
+    /// consent helps. Never retry with the same token.
+    #[error("HTTP {status} {error}: {description}")]
+    InvalidGrant {
+        status: u16,
+        error: String,
+        description: String,
+    },
+    /// Atlassian rejected the app's own credentials: a configuration problem affecting every
+    /// grant, not a reason to give up on any one of them.
+    #[error(
+        "the app's client credentials were rejected (HTTP {status} {error}: {description}); check atlassian.client_id and atlassian.client_secret"
+    )]
+    ClientRejected {
+        status: u16,
+        error: String,
+        description: String,
+    },
+    /// Rate limited: wait at least `retry_after` if given.
+    #[error("rate limited (HTTP 429){}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx, timeouts, resets, unreadable bodies: retry with backoff and the same token.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A request Atlassian calls malformed: a bug here, not a grant problem.
+    #[error("request rejected (HTTP {status} {error}: {description})")]
+    Rejected {
+        status: u16,
+        error: String,
+        description: String,
+    },
+}
+
+impl TokenError {
+    /// True when the grant must be re-consented.
+    pub fn is_terminal_for_grant(&self) -> bool {
+        matches!(self, Self::InvalidGrant { .. })
+    }
+}
+
+/// Talks to the token endpoint. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TokenClient {
+    http: reqwest::Client,
+    token_url: Url,
+    authorize_url: Url,
+    client_id: String,
+    client_secret: secrecy::SecretString,
+    redirect_uri: Url,
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in: Option<u64>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+impl TokenClient {
+    /// Builds a client for the configured app.
+    pub fn new(config: &AtlassianConfig, http: reqwest::Client) -> Self {
+        Self {
+            http,
+            token_url: join(&config.auth_base_url, "oauth/token"),
+            authorize_url: join(&config.auth_base_url, "authorize"),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            redirect_uri: config.redirect_uri.clone(),
+            scopes: config.scopes.clone(),
+        }
+    }
+
+    /// The consent URL for one attempt, carrying `state`.
+    pub fn authorization_url(&self, state: &str) -> Url {
+        let mut url = self.authorize_url.clone();
+        url.query_pairs_mut()
+            .append_pair("audience", "api.atlassian.com")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("scope", &self.scopes.join(" "))
+            .append_pair("redirect_uri", self.redirect_uri.as_str())
+            .append_pair("state", state)
+            .append_pair("response_type", "code")
+            .append_pair("prompt", "consent");
+        url
+    }
+
+    /// Exchanges an authorization code for the first token set of a new family.
+    pub async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenSet, TokenError> {
+        use secrecy::ExposeSecret;
+        let body = serde_json::json!({
+            "grant_type": "authorization_code",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.expose_secret(),
+            "code": code.expose(),
+            "redirect_uri": self.redirect_uri.as_str(),
+        });
+        self.call(&body).await
+    }
+
+    /// Exchanges a refresh token; the answer carries its successor.
+    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, TokenError> {
+        use secrecy::ExposeSecret;
+        let body = serde_json::json!({
+            "grant_type": "refresh_token",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.expose_secret(),
+            "refresh_token": refresh_token.expose(),
+        });
+        self.call(&body).await
+    }
+
+    async fn call(&self, body: &serde_json::Value) -> Result<TokenSet, TokenError> {
+        // Atlassian documents JSON bodies for this endpoint.
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| TokenError::Transient(describe_transport_error(&e)))?;
+        let status = response.status();
+        let retry_after = crate::atlassian::retry_after(response.headers());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| TokenError::Transient(describe_transport_error(&e)))?;
+        if status.is_success() {
+            let parsed: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
+                TokenError::Transient(format!("unreadable token response (HTTP {status}): {e}"))
+            })?;
+            return Ok(TokenSet {
+                access_token: AccessToken::new(parsed.access_token),
+                refresh_token: parsed
+                    .refresh_token
+                    .filter(|t| !t.is_empty())
+                    .map(RefreshToken::new),
+                expires_in: Duration::from_secs(parsed.expires_in.unwrap_or(3600)),
+                scopes: parsed
+                    .scope
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+            });
+        }
+        Err(classify_failure(status.as_u16(), &bytes, retry_after))
+    }
+}
+
+/// Maps an unsuccessful token response to what it means for the grant.
+fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> TokenError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let error = if parsed.error.is_empty() {
+        "(no error code)".to_owned()
+    } else {
+        parsed.error
+    };
+    let description = if parsed.error_description.is_empty() {
+        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+    } else {
+        parsed.error_description
+    };
+    match (status, error.as_str()) {
+        (429, _) => TokenError::RateLimited { retry_after },
+        (500..=599, _) => TokenError::Transient(format!("HTTP {status} {error}: {description}")),
+        // Atlassian answers a dead refresh token with invalid_grant (documented) or
+        // unauthorized_client "refresh_token is invalid" (observed); both end the family.
+        (_, "invalid_grant" | "unauthorized_client") => TokenError::InvalidGrant {
+            status,
+            error,
+            description,
+        },
+        (401, _) | (_, "invalid_client" | "access_denied") => TokenError::ClientRejected {
+            status,
+            error,
+            description,
+        },
+        // Proxies and gateways answer 408 and friends; nothing about the grant is known.
+        (408 | 425, _) => TokenError::Transient(format!("HTTP {status}: {description}")),
+        _ => TokenError::Rejected {
+            status,
+            error,
+            description,
+        },
+    }
+}
+
+/// A transport error in words, without the URL (which is configuration, not news) and
+/// never with a body.
+pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "response body interrupted"
+    } else {
+        "request failed"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Appends `path` to a base URL whether or not the base ends in a slash.
+pub(crate) fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    {
+        let mut segments = url.path_segments_mut().expect("http URLs have paths");
+        segments.pop_if_empty();
+        for part in path.split('/') {
+            segments.push(part);
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_refresh_tokens_are_terminal_and_outages_are_not() {
+        let dead =
+            br#"{"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}"#;
+        assert!(classify_failure(403, dead, None).is_terminal_for_grant());
+        let variant =
+            br#"{"error":"unauthorized_client","error_description":"refresh_token is invalid"}"#;
+        assert!(classify_failure(403, variant, None).is_terminal_for_grant());
+        assert!(!classify_failure(503, b"", None).is_terminal_for_grant());
+        assert!(!classify_failure(500, dead, None).is_terminal_for_grant());
+        assert!(matches!(
+            classify_failure(429, b"", None),
+            TokenError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify_failure(
+                401,
+                br#"{"error":"access_denied","error_description":"Unauthorized"}"#,
+                None
+            ),
+            TokenError::ClientRejected { .. }
+        ));
+    }
+
+    #[test]
+    fn invalid_grant_error_names_status_and_description() {
+        let dead =
+            br#"{"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}"#;
+        let message = classify_failure(403, dead, None).to_string();
+        assert_eq!(
+            message,
+            "HTTP 403 invalid_grant: Unknown or invalid refresh token."
+        );
+    }
+
+    #[test]
+    fn join_handles_trailing_slashes() {
+        let a = Url::parse("http://127.0.0.1:9/").unwrap();
+        let b = Url::parse("http://127.0.0.1:9/prefix").unwrap();
+        assert_eq!(
+            join(&a, "oauth/token").as_str(),
+            "http://127.0.0.1:9/oauth/token"
+        );
+        assert_eq!(
+            join(&b, "oauth/token").as_str(),
+            "http://127.0.0.1:9/prefix/oauth/token"
+        );
+    }
+}

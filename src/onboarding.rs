@@ -1,0 +1,268 @@
+//! Turning fresh tokens into a stored grant: after a consent (the callback) or when a team
+//! brings refresh tokens from an existing integration (`grants import`).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::atlassian::ApiError;
+use crate::atlassian::resources::Site;
+use crate::oauth::{RefreshToken, TokenError, TokenSet};
+use crate::store::alerts::{self, AlertKind};
+use crate::store::grants::{self, Account, FamilyRecord};
+use crate::store::sites::{self, StoredSite};
+use crate::store::{delta, is_unique_violation};
+
+/// Why a grant could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardError {
+    #[error("token exchange failed: {0}")]
+    Token(#[from] TokenError),
+    #[error("Atlassian issued no refresh token: the app must request offline_access")]
+    NoRefreshToken,
+    #[error("reading the user's profile (/me) failed: {0}")]
+    Profile(#[source] ApiError),
+    #[error("reading accessible-resources failed: {0}")]
+    Sites(#[source] ApiError),
+    #[error("database error: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error(
+        "the rotated refresh token is saved as grant {grant_id}, but identifying it failed: {cause}; the daemon retries at its next revalidation"
+    )]
+    Unidentified {
+        grant_id: Uuid,
+        cause: Box<OnboardError>,
+    },
+}
+
+/// A grant as it stands after onboarding.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub grant_id: Uuid,
+    /// True when an existing grant of the same account was renewed.
+    pub renewed: bool,
+    pub account: Account,
+    pub sites: Vec<StoredSite>,
+}
+
+/// Stores the tokens of a completed consent for the invite labelled `label`. A consent by an
+/// account that already has a grant renews that grant: new family, status back to active.
+pub async fn connect_consented(
+    app: &App,
+    label: &str,
+    tokens: TokenSet,
+) -> Result<Connected, OnboardError> {
+    let refresh_token = tokens
+        .refresh_token
+        .clone()
+        .ok_or(OnboardError::NoRefreshToken)?;
+    let (account, sites) = identify(app, &tokens).await?;
+    let now = app.clock.now();
+    // Two callbacks of one account may race to insert; the loser renews the winner's row.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match store_family(
+            app,
+            label,
+            &account,
+            &tokens,
+            &refresh_token,
+            &sites,
+            now,
+            now,
+            None,
+        )
+        .await
+        {
+            Err(OnboardError::Store(e)) if attempt == 1 && is_unique_violation(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Imports one refresh token from an existing integration: it is exchanged once, and the
+/// rotated token is persisted before anything else can fail. `consented_at`, when known,
+/// dates the token family (Atlassian's 365-day deadline counts from it); otherwise the
+/// import time is assumed.
+pub async fn import_refresh_token(
+    app: &App,
+    label: &str,
+    presented: &RefreshToken,
+    consented_at: Option<DateTime<Utc>>,
+) -> Result<Connected, OnboardError> {
+    let tokens = app.tokens.refresh(presented).await?;
+    // A response without a refresh token means the presented one stays current.
+    let refresh_token = tokens
+        .refresh_token
+        .clone()
+        .unwrap_or_else(|| presented.clone());
+    let now = app.clock.now();
+    let family_started_at = consented_at.unwrap_or(now).min(now);
+
+    let placeholder = Uuid::new_v4();
+    let family = family_record(
+        app,
+        placeholder,
+        &tokens,
+        &refresh_token,
+        family_started_at,
+        now,
+    );
+    {
+        let mut conn = app.pool.acquire().await?;
+        grants::insert_grant(&mut conn, label, None, &family, now).await?;
+    }
+
+    let (account, sites) = match identify(app, &tokens).await {
+        Ok(identified) => identified,
+        Err(cause) => {
+            return Err(OnboardError::Unidentified {
+                grant_id: placeholder,
+                cause: Box::new(cause),
+            });
+        }
+    };
+    store_family(
+        app,
+        label,
+        &account,
+        &tokens,
+        &refresh_token,
+        &sites,
+        family_started_at,
+        now,
+        Some(placeholder),
+    )
+    .await
+}
+
+async fn identify(app: &App, tokens: &TokenSet) -> Result<(Account, Vec<Site>), OnboardError> {
+    let profile = app
+        .api
+        .me(&tokens.access_token)
+        .await
+        .map_err(OnboardError::Profile)?;
+    let sites = app
+        .api
+        .accessible_sites(&tokens.access_token)
+        .await
+        .map_err(OnboardError::Sites)?;
+    Ok((
+        Account {
+            account_id: profile.account_id,
+            name: profile.name,
+            email: profile.email,
+        },
+        sites,
+    ))
+}
+
+/// Writes the family, the account's sites and the cleared alerts in one transaction.
+/// `placeholder` is an imported grant row not yet tied to an account.
+#[allow(clippy::too_many_arguments)]
+async fn store_family(
+    app: &App,
+    label: &str,
+    account: &Account,
+    tokens: &TokenSet,
+    refresh_token: &RefreshToken,
+    sites: &[Site],
+    family_started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    placeholder: Option<Uuid>,
+) -> Result<Connected, OnboardError> {
+    let mut tx = app.pool.begin().await?;
+    let existing = grants::lock_grant_of_account(&mut tx, &account.account_id).await?;
+    let (grant_id, renewed) = match (existing, placeholder) {
+        (Some(existing), Some(placeholder)) if existing != placeholder => {
+            // The account already has a grant: move the imported family into it.
+            grants::delete_grant(&mut tx, placeholder).await?;
+            let family =
+                family_record(app, existing, tokens, refresh_token, family_started_at, now);
+            grants::renew_grant(&mut tx, label, account, &family, now).await?;
+            (existing, true)
+        }
+        (Some(existing), _) => {
+            let family =
+                family_record(app, existing, tokens, refresh_token, family_started_at, now);
+            grants::renew_grant(&mut tx, label, account, &family, now).await?;
+            (existing, true)
+        }
+        (None, Some(placeholder)) => {
+            grants::set_account(&mut tx, placeholder, account, now).await?;
+            (placeholder, false)
+        }
+        (None, None) => {
+            let grant_id = Uuid::new_v4();
+            let family =
+                family_record(app, grant_id, tokens, refresh_token, family_started_at, now);
+            grants::insert_grant(&mut tx, label, Some(account), &family, now).await?;
+            (grant_id, false)
+        }
+    };
+    let requested = &app.config.atlassian.scopes;
+    let changes = sites::replace_sites(
+        &mut tx,
+        grant_id,
+        sites,
+        |site| site.product.required_scopes(requested),
+        now,
+    )
+    .await?;
+    if renewed {
+        // A new consent ends every grant-level condition; site conditions are re-evaluated
+        // by revalidation against the sites just stored.
+        alerts::resolve_grant_alerts(
+            &mut tx,
+            grant_id,
+            &[
+                AlertKind::NeedsReauth,
+                AlertKind::FamilyExpiring,
+                AlertKind::Degraded,
+            ],
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        grant.id = %grant_id,
+        grant.label = label,
+        account.id = %account.account_id,
+        sites = changes.active.len(),
+        renewed,
+        "grant stored"
+    );
+    Ok(Connected {
+        grant_id,
+        renewed,
+        account: account.clone(),
+        sites: changes.active,
+    })
+}
+
+/// The sealed tokens and deadlines of a family whose latest rotation is `now`.
+fn family_record(
+    app: &App,
+    grant_id: Uuid,
+    tokens: &TokenSet,
+    refresh_token: &RefreshToken,
+    family_started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> FamilyRecord {
+    let policy = &app.config.tokens;
+    let keyring = app.keyring();
+    FamilyRecord {
+        grant_id,
+        refresh_token: grants::seal_refresh_token(keyring, grant_id, refresh_token),
+        access_token: grants::seal_access_token(keyring, grant_id, &tokens.access_token),
+        access_expires_at: now + delta(tokens.expires_in),
+        scopes: tokens.scopes.clone(),
+        family_started_at,
+        family_deadline: family_started_at + delta(policy.absolute_expiry),
+        rotated_at: now,
+        refresh_idle_deadline: now + delta(policy.inactivity_expiry),
+        next_refresh_at: now + delta(policy.keepalive_after),
+    }
+}

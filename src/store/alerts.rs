@@ -1,0 +1,160 @@
+//! The `alerts` outbox. A condition opens at most one alert while it lasts (a partial unique
+//! index on `dedupe_key`); clearing the condition resolves it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    NeedsReauth,
+    FamilyExpiring,
+    SiteRevoked,
+    ScopesMissing,
+    Degraded,
+}
+
+impl AlertKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NeedsReauth => "needs_reauth",
+            Self::FamilyExpiring => "family_expiring",
+            Self::SiteRevoked => "site_revoked",
+            Self::ScopesMissing => "scopes_missing",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
+/// An alert to open.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub kind: AlertKind,
+    pub grant_id: Uuid,
+    pub account_id: Option<String>,
+    pub label: String,
+    /// For site alerts: the (cloud id, product).
+    pub site: Option<(String, String)>,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub reconsent_url: String,
+}
+
+impl NewAlert {
+    /// The key that keeps one open alert per condition.
+    pub fn dedupe_key(&self) -> String {
+        dedupe_key(self.kind, self.grant_id, self.site.as_ref())
+    }
+}
+
+/// The dedupe key of a condition.
+pub fn dedupe_key(kind: AlertKind, grant_id: Uuid, site: Option<&(String, String)>) -> String {
+    match site {
+        Some((cloud_id, product)) => format!("{}:{grant_id}:{cloud_id}:{product}", kind.as_str()),
+        None => format!("{}:{grant_id}", kind.as_str()),
+    }
+}
+
+/// Opens `alert` unless the same condition already has an open alert. Returns whether a
+/// row was written.
+pub async fn open_alert(
+    conn: &mut PgConnection,
+    alert: &NewAlert,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let (cloud_id, product) = match &alert.site {
+        Some((c, p)) => (Some(c.as_str()), Some(p.as_str())),
+        None => (None, None),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO alerts (kind, dedupe_key, grant_id, account_id, label, cloud_id, product, reason,
+                             since, deadline, reconsent_url, opened_at, next_delivery_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+         ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
+    )
+    .bind(alert.kind.as_str())
+    .bind(alert.dedupe_key())
+    .bind(alert.grant_id)
+    .bind(&alert.account_id)
+    .bind(&alert.label)
+    .bind(cloud_id)
+    .bind(product)
+    .bind(&alert.reason)
+    .bind(alert.since)
+    .bind(alert.deadline)
+    .bind(&alert.reconsent_url)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Resolves the open alert of one condition. Returns whether one was open.
+pub async fn resolve_alert(
+    conn: &mut PgConnection,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let resolved = sqlx::query(
+        "UPDATE alerts SET resolved_at = $2 WHERE dedupe_key = $1 AND resolved_at IS NULL",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(resolved.rows_affected() > 0)
+}
+
+/// Resolves every open alert of a grant of the given kinds (a new consent clears them).
+pub async fn resolve_grant_alerts(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    kinds: &[AlertKind],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let resolved = sqlx::query(
+        "UPDATE alerts SET resolved_at = $3
+         WHERE grant_id = $1 AND kind = ANY($2) AND resolved_at IS NULL",
+    )
+    .bind(grant_id)
+    .bind(&kinds)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(resolved.rows_affected())
+}
+
+/// An alert row as stored.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct StoredAlert {
+    pub id: i64,
+    pub kind: String,
+    pub grant_id: Uuid,
+    pub account_id: Option<String>,
+    pub label: String,
+    pub cloud_id: Option<String>,
+    pub product: Option<String>,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub reconsent_url: String,
+    pub opened_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Open alerts, oldest first.
+pub async fn open_alerts(conn: &mut PgConnection) -> Result<Vec<StoredAlert>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, kind, grant_id, account_id, label, cloud_id, product, reason, since, deadline,
+                reconsent_url, opened_at, resolved_at
+         FROM alerts WHERE resolved_at IS NULL ORDER BY opened_at, id",
+    )
+    .fetch_all(conn)
+    .await
+}

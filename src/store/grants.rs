@@ -1,0 +1,334 @@
+//! The `grants` table: identity, status, deadlines and sealed tokens of each grant.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::crypto::{Keyring, OpenError, Sealed};
+use crate::oauth::{AccessToken, RefreshToken};
+
+/// Where a grant stands. Deadlines are tracked separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    /// Working.
+    Active,
+    /// Transient failures in a row; still retrying, never given up on.
+    Degraded,
+    /// Terminal until the user consents again.
+    NeedsReauth,
+    /// Switched off by an operator.
+    Disabled,
+}
+
+impl GrantStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Degraded => "degraded",
+            Self::NeedsReauth => "needs_reauth",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn parse(name: &str) -> Self {
+        match name {
+            "degraded" => Self::Degraded,
+            "needs_reauth" => Self::NeedsReauth,
+            "disabled" => Self::Disabled,
+            _ => Self::Active,
+        }
+    }
+}
+
+impl fmt::Display for GrantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The user a grant belongs to, from `/me`.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub account_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// The associated data binding a sealed token to its grant and column.
+fn context(grant_id: Uuid, column: &str) -> Vec<u8> {
+    format!("atlassync:grant:{grant_id}:{column}").into_bytes()
+}
+
+/// Seals a refresh token for `grant_id`'s row.
+pub fn seal_refresh_token(keyring: &Keyring, grant_id: Uuid, token: &RefreshToken) -> Sealed {
+    keyring.seal(
+        token.expose().as_bytes(),
+        &context(grant_id, "refresh_token"),
+    )
+}
+
+/// Seals an access token for `grant_id`'s row.
+pub fn seal_access_token(keyring: &Keyring, grant_id: Uuid, token: &AccessToken) -> Sealed {
+    keyring.seal(
+        token.expose().as_bytes(),
+        &context(grant_id, "access_token"),
+    )
+}
+
+/// A new token family's tokens and deadlines, sealed for `grant_id`.
+#[derive(Debug, Clone)]
+pub struct FamilyRecord {
+    pub grant_id: Uuid,
+    pub refresh_token: Sealed,
+    pub access_token: Sealed,
+    pub access_expires_at: DateTime<Utc>,
+    pub scopes: Vec<String>,
+    pub family_started_at: DateTime<Utc>,
+    pub family_deadline: DateTime<Utc>,
+    pub rotated_at: DateTime<Utc>,
+    pub refresh_idle_deadline: DateTime<Utc>,
+    pub next_refresh_at: DateTime<Utc>,
+}
+
+/// One grant as stored.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub id: Uuid,
+    pub label: String,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub account_email: Option<String>,
+    pub status: GrantStatus,
+    pub status_reason: Option<String>,
+    pub status_since: DateTime<Utc>,
+    pub scopes: Vec<String>,
+    pub refresh_token: Sealed,
+    pub token_version: i64,
+    pub access_token: Option<Sealed>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub refresh_rotated_at: DateTime<Utc>,
+    pub refresh_idle_deadline: DateTime<Utc>,
+    pub family_started_at: DateTime<Utc>,
+    pub family_deadline: DateTime<Utc>,
+    pub refresh_started_at: Option<DateTime<Utc>>,
+    pub next_refresh_at: DateTime<Utc>,
+    pub last_refreshed_at: Option<DateTime<Utc>>,
+    pub failure_streak: i32,
+    pub last_error: Option<String>,
+    pub leased_by: Option<String>,
+    pub leased_until: Option<DateTime<Utc>>,
+    pub lease_epoch: i64,
+}
+
+impl Grant {
+    /// Opens the refresh token.
+    pub fn refresh_token(&self, keyring: &Keyring) -> Result<RefreshToken, OpenError> {
+        let plain = keyring.open(&self.refresh_token, &context(self.id, "refresh_token"))?;
+        Ok(RefreshToken::new(
+            String::from_utf8_lossy(&plain).into_owned(),
+        ))
+    }
+
+    /// Opens the access token, if one is stored.
+    pub fn access_token(&self, keyring: &Keyring) -> Result<Option<AccessToken>, OpenError> {
+        let Some(sealed) = &self.access_token else {
+            return Ok(None);
+        };
+        let plain = keyring.open(sealed, &context(self.id, "access_token"))?;
+        Ok(Some(AccessToken::new(
+            String::from_utf8_lossy(&plain).into_owned(),
+        )))
+    }
+
+    /// A short name for logs and messages: the label and the account.
+    pub fn display_name(&self) -> String {
+        match &self.account_id {
+            Some(account) => format!("{} ({account})", self.label),
+            None => self.label.clone(),
+        }
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Grant {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        let access_sealed: Option<Vec<u8>> = row.try_get("access_token_sealed")?;
+        let access_key: Option<String> = row.try_get("access_token_key_id")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            label: row.try_get("label")?,
+            account_id: row.try_get("account_id")?,
+            account_name: row.try_get("account_name")?,
+            account_email: row.try_get("account_email")?,
+            status: GrantStatus::parse(row.try_get::<&str, _>("status")?),
+            status_reason: row.try_get("status_reason")?,
+            status_since: row.try_get("status_since")?,
+            scopes: row.try_get("scopes")?,
+            refresh_token: Sealed {
+                key_id: row.try_get("refresh_token_key_id")?,
+                bytes: row.try_get("refresh_token_sealed")?,
+            },
+            token_version: row.try_get("token_version")?,
+            access_token: access_sealed
+                .zip(access_key)
+                .map(|(bytes, key_id)| Sealed { key_id, bytes }),
+            access_expires_at: row.try_get("access_expires_at")?,
+            refresh_rotated_at: row.try_get("refresh_rotated_at")?,
+            refresh_idle_deadline: row.try_get("refresh_idle_deadline")?,
+            family_started_at: row.try_get("family_started_at")?,
+            family_deadline: row.try_get("family_deadline")?,
+            refresh_started_at: row.try_get("refresh_started_at")?,
+            next_refresh_at: row.try_get("next_refresh_at")?,
+            last_refreshed_at: row.try_get("last_refreshed_at")?,
+            failure_streak: row.try_get("failure_streak")?,
+            last_error: row.try_get("last_error")?,
+            leased_by: row.try_get("leased_by")?,
+            leased_until: row.try_get("leased_until")?,
+            lease_epoch: row.try_get("lease_epoch")?,
+        })
+    }
+}
+
+/// Locks and returns the id of the grant of `account_id`, if there is one.
+pub async fn lock_grant_of_account(
+    conn: &mut PgConnection,
+    account_id: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM grants WHERE account_id = $1 FOR UPDATE")
+        .bind(account_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Inserts a grant with its first token family.
+pub async fn insert_grant(
+    conn: &mut PgConnection,
+    label: &str,
+    account: Option<&Account>,
+    family: &FamilyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO grants (id, label, account_id, account_name, account_email, status, status_since,
+            scopes, refresh_token_sealed, refresh_token_key_id, access_token_sealed, access_token_key_id,
+            access_expires_at, refresh_rotated_at, refresh_idle_deadline, family_started_at, family_deadline,
+            next_refresh_at, last_refreshed_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $13, $6, $6)",
+    )
+    .bind(family.grant_id)
+    .bind(label)
+    .bind(account.map(|a| a.account_id.as_str()))
+    .bind(account.and_then(|a| a.name.as_deref()))
+    .bind(account.and_then(|a| a.email.as_deref()))
+    .bind(now)
+    .bind(&family.scopes)
+    .bind(&family.refresh_token.bytes)
+    .bind(&family.refresh_token.key_id)
+    .bind(&family.access_token.bytes)
+    .bind(&family.access_token.key_id)
+    .bind(family.access_expires_at)
+    .bind(family.rotated_at)
+    .bind(family.refresh_idle_deadline)
+    .bind(family.family_started_at)
+    .bind(family.family_deadline)
+    .bind(family.next_refresh_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replaces a grant's token family after a new consent: new tokens and deadlines, status
+/// back to active, failures forgotten, any lease released (the old family's exchange, if
+/// one is in flight, will fail its fence).
+pub async fn renew_grant(
+    conn: &mut PgConnection,
+    label: &str,
+    account: &Account,
+    family: &FamilyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE grants SET label = $2, account_name = COALESCE($3, account_name),
+            account_email = COALESCE($4, account_email),
+            status = 'active', status_reason = NULL, status_since = $5, scopes = $6,
+            refresh_token_sealed = $7, refresh_token_key_id = $8,
+            access_token_sealed = $9, access_token_key_id = $10, access_expires_at = $11,
+            refresh_rotated_at = $12, refresh_idle_deadline = $13,
+            family_started_at = $14, family_deadline = $15, next_refresh_at = $16,
+            last_refreshed_at = $12, refresh_started_at = NULL, failure_streak = 0, last_error = NULL,
+            token_version = token_version + 1, leased_by = NULL, leased_until = NULL,
+            lease_epoch = lease_epoch + 1, updated_at = $5
+         WHERE id = $1",
+    )
+    .bind(family.grant_id)
+    .bind(label)
+    .bind(account.name.as_deref())
+    .bind(account.email.as_deref())
+    .bind(now)
+    .bind(&family.scopes)
+    .bind(&family.refresh_token.bytes)
+    .bind(&family.refresh_token.key_id)
+    .bind(&family.access_token.bytes)
+    .bind(&family.access_token.key_id)
+    .bind(family.access_expires_at)
+    .bind(family.rotated_at)
+    .bind(family.refresh_idle_deadline)
+    .bind(family.family_started_at)
+    .bind(family.family_deadline)
+    .bind(family.next_refresh_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records who an imported grant belongs to.
+pub async fn set_account(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    account: &Account,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE grants SET account_id = $2, account_name = $3, account_email = $4, updated_at = $5
+         WHERE id = $1",
+    )
+    .bind(grant_id)
+    .bind(&account.account_id)
+    .bind(account.name.as_deref())
+    .bind(account.email.as_deref())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a grant (and, by cascade, its sites and alerts).
+pub async fn delete_grant(conn: &mut PgConnection, grant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM grants WHERE id = $1")
+        .bind(grant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One grant.
+pub async fn get_grant(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+) -> Result<Option<Grant>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM grants WHERE id = $1")
+        .bind(grant_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Every grant, by label.
+pub async fn all_grants(conn: &mut PgConnection) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM grants ORDER BY label, account_id")
+        .fetch_all(conn)
+        .await
+}

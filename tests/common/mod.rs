@@ -1,0 +1,113 @@
+//! Shared wiring for integration tests: a sandbox (emulator + consent server) over the
+//! per-test database that `#[sqlx::test]` provides, on a manual clock.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use atlassync::clock::ManualClock;
+use atlassync::emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
+use atlassync::sandbox::{Overrides, Sandbox};
+use sqlx::PgPool;
+
+/// A sandbox plus the clock it runs on.
+pub struct TestApp {
+    pub sandbox: Sandbox,
+    pub clock: Arc<ManualClock>,
+}
+
+impl TestApp {
+    /// Default configuration and emulator.
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, EmulatorConfig::default(), Overrides::new()).await
+    }
+
+    /// With an emulator configuration and configuration overrides.
+    pub async fn start_with(pool: PgPool, emulator: EmulatorConfig, overrides: Overrides) -> Self {
+        let clock = Arc::new(ManualClock::starting_now());
+        let sandbox = Sandbox::start(pool, clock.clone(), emulator, &overrides)
+            .await
+            .expect("sandbox starts");
+        Self { sandbox, clock }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.sandbox.app.pool
+    }
+
+    /// A site with both products and a user who can reach it; returns (cloud id, account id).
+    pub fn site_and_user(&self, site: &str, user: &str, zone: &str) -> (String, String) {
+        let cloud_id = self
+            .sandbox
+            .emulator
+            .add_site(site, &[Product::Jira, Product::Confluence]);
+        let account_id = self.user(user, zone, vec![cloud_id.clone()]);
+        (cloud_id, account_id)
+    }
+
+    /// A user who can reach `sites`.
+    pub fn user(&self, name: &str, zone: &str, sites: Vec<String>) -> String {
+        self.sandbox.emulator.add_user(NewUser {
+            name: name.to_owned(),
+            email: format!("{}@example.com", name.to_lowercase().replace(' ', ".")),
+            zoneinfo: zone.to_owned(),
+            jira_time_zone: zone.to_owned(),
+            sites,
+        })
+    }
+
+    /// Consents through the real flow as `account_id`, granting all their sites.
+    pub async fn consent(&self, label: &str, account_id: &str) -> (u16, String) {
+        self.sandbox
+            .consent(
+                label,
+                ConsentDecision::Accept {
+                    account_id: account_id.to_owned(),
+                    sites: None,
+                },
+            )
+            .await
+            .expect("consent flow completes")
+    }
+
+    pub async fn grant_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM grants")
+            .fetch_one(self.pool())
+            .await
+            .expect("count grants")
+    }
+
+    /// Every value of every row of every table, as text, for scanning.
+    pub async fn database_dump(&self) -> String {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+        )
+        .fetch_all(self.pool())
+        .await
+        .expect("list tables");
+        let mut dump = String::new();
+        for table in tables {
+            // Table names come from the catalogue, not from input.
+            let query = format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM {table} t");
+            let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                .fetch_one(self.pool())
+                .await
+                .expect("dump table");
+            dump.push_str(&rows);
+            dump.push('\n');
+        }
+        dump
+    }
+}
+
+/// A database URL for the same per-test database as `pool`, for spawning the binary.
+pub fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}

@@ -1,0 +1,180 @@
+//! `atlassync grants import`: refresh tokens from an existing integration, JSON lines on
+//! stdin, each exchanged once with the rotated token persisted first.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use atlassync::emulator::ConsentDecision;
+use common::{TestApp, database_url};
+use sqlx::PgPool;
+
+/// A refresh token issued to "another integration": a code flow run directly against the
+/// emulator, outside atlassync.
+async fn foreign_refresh_token(app: &TestApp, account_id: &str) -> String {
+    let emulator = &app.sandbox.emulator;
+    emulator.queue_consent(ConsentDecision::Accept {
+        account_id: account_id.to_owned(),
+        sites: None,
+    });
+    let redirect_uri = "https://other-integration.example.com/cb";
+    let mut authorize = emulator.base_url().join("authorize").unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("audience", "api.atlassian.com")
+        .append_pair("client_id", "emulator-client")
+        .append_pair(
+            "scope",
+            "read:me offline_access read:jira-work read:jira-user read:space:confluence",
+        )
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("state", "s")
+        .append_pair("response_type", "code")
+        .append_pair("prompt", "consent");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.get(authorize).send().await.unwrap();
+    let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let tokens: serde_json::Value = client
+        .post(emulator.base_url().join("oauth/token").unwrap())
+        .json(&serde_json::json!({
+            "grant_type": "authorization_code",
+            "client_id": "emulator-client",
+            "client_secret": "emulator-secret",
+            "code": code,
+            "redirect_uri": redirect_uri,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["refresh_token"].as_str().unwrap().to_owned()
+}
+
+fn write_config(app: &TestApp, pool: &PgPool) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("atlassync-import-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(
+        &key,
+        atlassync::crypto::Keyring::generate_key_file_contents(),
+    )
+    .unwrap();
+    let base = app.sandbox.emulator.base_url();
+    let config = dir.join("atlassync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[database]
+url = "{db}"
+[atlassian]
+client_id = "emulator-client"
+client_secret = "emulator-secret"
+redirect_uri = "http://127.0.0.1:1/callback"
+auth_base_url = "{base}"
+api_base_url = "{base}"
+[crypto]
+key_file = "{key}"
+"#,
+            db = database_url(pool),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[sqlx::test]
+async fn import_exchanges_each_token_and_reports_bad_lines_by_number(pool: PgPool) {
+    let app = TestApp::start(pool.clone()).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let sam = app.user("Sam", "UTC", vec![]);
+    let mia_token = foreign_refresh_token(&app, &mia).await;
+    let sam_token = foreign_refresh_token(&app, &sam).await;
+    let config = write_config(&app, &pool);
+
+    let input = format!(
+        "{{\"label\":\"mia\",\"refresh_token\":\"{mia_token}\",\"consented_at\":\"2026-06-01T00:00:00Z\"}}\n\
+         this is not json\n\
+         {{\"label\":\"ghost\",\"refresh_token\":\"eyJ-not-a-real-token\"}}\n\
+         \n\
+         {{\"label\":\"sam\",\"refresh_token\":\"{sam_token}\"}}\n"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atlassync"))
+        .arg("--config")
+        .arg(&config)
+        .args(["grants", "import"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "a line failed: {stderr}");
+    assert!(
+        stderr.contains("line 2: not a valid import line"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 3 (ghost)") && stderr.contains("invalid_grant"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 imported, 2 failed"), "{stderr}");
+    assert!(!stderr.contains(&mia_token) && !stderr.contains(&sam_token));
+
+    let rows: Vec<(String, Option<String>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT label, account_id, family_started_at FROM grants ORDER BY label")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].0, "mia");
+    assert_eq!(rows[0].1.as_deref(), Some(mia.as_str()));
+    assert_eq!(rows[0].2.to_rfc3339(), "2026-06-01T00:00:00+00:00");
+    assert_eq!(rows[1].1.as_deref(), Some(sam.as_str()));
+    let sites: i64 = sqlx::query_scalar("SELECT count(*) FROM sites")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sites, 2, "mia's site, once per product");
+    // Each token was exchanged exactly once: the old ones are now superseded.
+    assert_eq!(app.sandbox.emulator.counters().refreshes, 2);
+}
+
+#[sqlx::test]
+async fn importing_an_account_that_already_consented_renews_its_grant(pool: PgPool) {
+    let app = TestApp::start(pool.clone()).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let token = foreign_refresh_token(&app, &mia).await;
+    let connected = atlassync::onboarding::import_refresh_token(
+        &app.sandbox.app,
+        "mia-imported",
+        &atlassync::oauth::RefreshToken::new(token),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(connected.renewed);
+    assert_eq!(app.grant_count().await, 1);
+}
