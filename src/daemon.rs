@@ -1,35 +1,227 @@
-//! The long-running process: the HTTP server, graceful shutdown on SIGTERM/SIGINT.
+//! The long-running process: the HTTP server, the scheduler (tokio-cron-scheduler, UTC cron
+//! jobs that only *trigger* workers), one worker loop per job kind, graceful shutdown on
+//! SIGTERM/SIGINT, configuration reload on SIGHUP, and systemd notifications.
+//!
+//! Each job kind has one worker loop fed by a `Notify`: a trigger that arrives while the job
+//! runs is coalesced into one more run, so a job never overlaps itself. Workers check for
+//! shutdown between grants, never in the middle of a token exchange.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app::App;
+use crate::config::{Config, Schedule};
+use crate::jobs;
+use crate::lifecycle::Refresher;
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(app: App, _config_path: PathBuf, _config_given: bool) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
+/// How long in-flight work may take to finish after SIGTERM (systemd allows 35 s).
+const DRAIN_GRACE: Duration = Duration::from_secs(25);
+
+/// What the workers read at the start of every run; replaced on SIGHUP.
+#[derive(Debug, Clone)]
+struct RunContext {
+    app: App,
+    refresher: Refresher,
+}
+
+/// The job kinds and their triggers.
+#[derive(Debug, Default)]
+struct Triggers {
+    token_sweep: Notify,
+    revalidate: Notify,
+}
+
+/// A name unique to this process, carried by its leases.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}:{}:{suffix}", std::process::id())
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration from `config_path`.
+pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let refresher = Refresher::new(app.clone(), worker_id());
+    let (context_tx, context_rx) = watch::channel(RunContext {
+        app: app.clone(),
+        refresher,
+    });
+    let triggers = Arc::new(Triggers::default());
+
     let listener = tokio::net::TcpListener::bind(app.config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", app.config.http.listen))?;
-    tracing::info!(http.listen = %app.config.http.listen, "serving");
+    tracing::info!(http.listen = %app.config.http.listen, "serving the consent flow and health");
     let server = tokio::spawn(crate::http::serve(app.clone(), listener, {
-        let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
     }));
+
+    spawn_workers(&tracker, &stop, &triggers, &context_rx);
+    let mut scheduler = start_scheduler(&app.config, &triggers).await?;
+    // Work that is due now should not wait for the first tick.
+    triggers.token_sweep.notify_one();
+    notify(&[NotifyState::Ready]);
+    tracing::info!("atlassync running");
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = sighup.recv() => {
+                notify(&[NotifyState::Reloading]);
+                match reload(&context_tx, &config_path, config_given) {
+                    Ok(config) => {
+                        // In-flight runs finish with the old settings; new runs use the new.
+                        let _ = scheduler.shutdown().await;
+                        scheduler = start_scheduler(&config, &triggers).await?;
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "configuration reload refused; keeping the running configuration"),
+                }
+                notify(&[NotifyState::Ready]);
+            }
+        }
     }
-    shutdown.cancel();
-    match tokio::time::timeout(std::time::Duration::from_secs(25), server).await {
+
+    notify(&[NotifyState::Stopping]);
+    stop.cancel();
+    let _ = scheduler.shutdown().await;
+    tracker.close();
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight work did not finish within {}s",
+            DRAIN_GRACE.as_secs()
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(joined) => joined.context("HTTP server task")?.context("HTTP server")?,
-        Err(_) => tracing::warn!("HTTP server did not drain within 25s"),
+        Err(_) => tracing::warn!("HTTP server did not drain in time"),
     }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads and validates the configuration again and, if it is sound, publishes a new context.
+/// Database and listen address changes need a restart; everything else applies.
+fn reload(
+    context_tx: &watch::Sender<RunContext>,
+    path: &std::path::Path,
+    given: bool,
+) -> anyhow::Result<Config> {
+    let config = Config::load(path, given)?;
+    let current = context_tx.borrow().clone();
+    if config.http.listen != current.app.config.http.listen {
+        tracing::warn!("http.listen changed; it takes effect at the next restart");
+    }
+    let app = App::new(
+        config.clone(),
+        current.app.pool.clone(),
+        current.app.clock.clone(),
+    );
+    let refresher = Refresher::new(app.clone(), current.refresher.holder().to_owned());
+    context_tx.send_replace(RunContext { app, refresher });
+    Ok(config)
+}
+
+fn spawn_workers(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    triggers: &Arc<Triggers>,
+    context: &watch::Receiver<RunContext>,
+) {
+    {
+        let (stop, triggers, context) = (stop.clone(), triggers.clone(), context.clone());
+        tracker.spawn(async move {
+            while wait(&triggers.token_sweep, &stop).await {
+                let RunContext { app, refresher } = context.borrow().clone();
+                if let Err(e) = jobs::token_sweep::run_once(&app, &refresher, &stop).await {
+                    tracing::error!(error = %e, "token sweep failed; retrying at the next tick");
+                }
+            }
+        });
+    }
+    {
+        let (stop, triggers, context) = (stop.clone(), triggers.clone(), context.clone());
+        tracker.spawn(async move {
+            while wait(&triggers.revalidate, &stop).await {
+                let RunContext { app, refresher } = context.borrow().clone();
+                let tick = app.config.schedule.revalidate.latest_tick(app.clock.now());
+                if let Err(e) = jobs::revalidate::run_once(&app, &refresher, tick, &stop).await {
+                    tracing::error!(error = %e, "revalidation failed; retrying at the next tick");
+                }
+            }
+        });
+    }
+}
+
+/// Waits for a trigger; false once shutdown began.
+async fn wait(trigger: &Notify, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = trigger.notified() => !stop.is_cancelled(),
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// Picks one job kind's trigger.
+type TriggerOf = fn(&Triggers) -> &Notify;
+
+async fn start_scheduler(
+    config: &Config,
+    triggers: &Arc<Triggers>,
+) -> anyhow::Result<JobScheduler> {
+    let scheduler = JobScheduler::new()
+        .await
+        .context("starting the scheduler")?;
+    let jobs: [(&Schedule, TriggerOf); 2] = [
+        (&config.schedule.token_sweep, |t| &t.token_sweep),
+        (&config.schedule.revalidate, |t| &t.revalidate),
+    ];
+    for (schedule, pick) in jobs {
+        let triggers = triggers.clone();
+        let job = Job::new_async(schedule.as_six_fields(), move |_, _| {
+            let triggers = triggers.clone();
+            Box::pin(async move { pick(&triggers).notify_one() })
+        })
+        .with_context(|| format!("scheduling {schedule:?}"))?;
+        scheduler.add(job).await?;
+    }
+    // The watchdog is fed from the scheduler's own ticks: if the scheduler stalls, systemd
+    // restarts the service.
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        let every = (interval.as_secs() / 2).clamp(1, 59);
+        let job = Job::new_async(format!("*/{every} * * * * *").as_str(), |_, _| {
+            Box::pin(async { notify(&[NotifyState::Watchdog]) })
+        })?;
+        scheduler.add(job).await?;
+    }
+    scheduler.start().await.context("starting the scheduler")?;
+    Ok(scheduler)
+}
+
+/// Tells systemd, when it is listening (`NOTIFY_SOCKET`); a no-op otherwise.
+fn notify(states: &[NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
 }

@@ -1,6 +1,7 @@
 //! atlassync keeps Atlassian Cloud OAuth 2.0 (3LO) grants alive and honest, and mirrors Jira
 //! issues and Confluence spaces into Postgres for downstream reporting.
 
+pub mod alerts;
 pub mod app;
 pub mod atlassian;
 pub mod cli;
@@ -12,6 +13,8 @@ pub mod demo;
 pub mod emulator;
 pub mod http;
 pub mod invite;
+pub mod jobs;
+pub mod lifecycle;
 pub mod oauth;
 pub mod onboarding;
 pub mod sandbox;

@@ -201,18 +201,9 @@ async fn store_family(
             (grant_id, false)
         }
     };
-    let requested = &app.config.atlassian.scopes;
-    let changes = sites::replace_sites(
-        &mut tx,
-        grant_id,
-        sites,
-        |site| site.product.required_scopes(requested),
-        now,
-    )
-    .await?;
     if renewed {
         // A new consent ends every grant-level condition; site conditions are re-evaluated
-        // by revalidation against the sites just stored.
+        // just below against the sites this consent reaches.
         alerts::resolve_grant_alerts(
             &mut tx,
             grant_id,
@@ -225,12 +216,19 @@ async fn store_family(
         )
         .await?;
     }
+    let grant = grants::get_grant(&mut tx, grant_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    // Consent is a revalidation: the same rules (revoked sites, missing scopes, no site).
+    crate::jobs::revalidate::apply_sites(&mut tx, app, &grant, sites).await?;
+    grants::mark_revalidated(&mut tx, grant_id, now).await?;
+    let stored_sites = sites::sites_of_grant(&mut tx, grant_id).await?;
     tx.commit().await?;
     tracing::info!(
         grant.id = %grant_id,
         grant.label = label,
         account.id = %account.account_id,
-        sites = changes.active.len(),
+        sites = stored_sites.len(),
         renewed,
         "grant stored"
     );
@@ -238,7 +236,10 @@ async fn store_family(
         grant_id,
         renewed,
         account: account.clone(),
-        sites: changes.active,
+        sites: stored_sites
+            .into_iter()
+            .filter(|s| s.status == "active")
+            .collect(),
     })
 }
 

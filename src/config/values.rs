@@ -210,6 +210,12 @@ impl Schedule {
         &self.six_fields
     }
 
+    /// The latest tick at or before `at`: the instant a run triggered now belongs to, the
+    /// same on every replica.
+    pub fn latest_tick(&self, at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        self.cron.find_previous_occurrence(&at, true).unwrap_or(at)
+    }
+
     /// The next tick strictly after `after`.
     pub fn next_after(
         &self,

@@ -45,9 +45,15 @@ pub enum TokenError {
     /// Rate limited: wait at least `retry_after` if given.
     #[error("rate limited (HTTP 429){}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
     RateLimited { retry_after: Option<Duration> },
-    /// 5xx, timeouts, resets, unreadable bodies: retry with backoff and the same token.
+    /// 5xx or a connection that never reached Atlassian: retry with backoff and the same
+    /// token.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// The request may have been processed (timeout, reset, unreadable success body): the
+    /// presented token may already be rotated, so retry with it promptly, inside the reuse
+    /// leeway.
+    #[error("interrupted exchange: {0}")]
+    Interrupted(String),
     /// A request Atlassian calls malformed: a bug here, not a grant problem.
     #[error("request rejected (HTTP {status} {error}: {description})")]
     Rejected {
@@ -153,16 +159,22 @@ impl TokenClient {
             .json(body)
             .send()
             .await
-            .map_err(|e| TokenError::Transient(describe_transport_error(&e)))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    TokenError::Transient(describe_transport_error(&e))
+                } else {
+                    TokenError::Interrupted(describe_transport_error(&e))
+                }
+            })?;
         let status = response.status();
         let retry_after = crate::atlassian::retry_after(response.headers());
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| TokenError::Transient(describe_transport_error(&e)))?;
+            .map_err(|e| TokenError::Interrupted(describe_transport_error(&e)))?;
         if status.is_success() {
             let parsed: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
-                TokenError::Transient(format!("unreadable token response (HTTP {status}): {e}"))
+                TokenError::Interrupted(format!("unreadable token response (HTTP {status}): {e}"))
             })?;
             return Ok(TokenSet {
                 access_token: AccessToken::new(parsed.access_token),

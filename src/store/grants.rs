@@ -332,3 +332,309 @@ pub async fn all_grants(conn: &mut PgConnection) -> Result<Vec<Grant>, sqlx::Err
         .fetch_all(conn)
         .await
 }
+
+/// A lease on one grant: the right to exchange its refresh token until `until`. Every write
+/// made under it is fenced on (`id`, `holder`, `epoch`).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub holder: String,
+    pub epoch: i64,
+    pub until: DateTime<Utc>,
+}
+
+impl Grant {
+    /// The lease recorded on the row, if it is still valid at `now`.
+    pub fn lease(&self, now: DateTime<Utc>) -> Option<Lease> {
+        match (&self.leased_by, self.leased_until) {
+            (Some(holder), Some(until)) if until > now => Some(Lease {
+                holder: holder.clone(),
+                epoch: self.lease_epoch,
+                until,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Claims up to `limit` grants whose refresh is due, in one statement: interrupted exchanges
+/// first, then the most overdue. Rows leased by others are skipped, not waited on.
+pub async fn claim_due_grants(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+    holder: &str,
+    lease_ttl: chrono::TimeDelta,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS (
+            SELECT id FROM grants
+            WHERE status IN ('active', 'degraded') AND next_refresh_at <= $1
+              AND (leased_until IS NULL OR leased_until < $1)
+            ORDER BY (refresh_started_at IS NULL), next_refresh_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+         UPDATE grants g SET leased_by = $3, leased_until = $1 + $4, lease_epoch = g.lease_epoch + 1
+         FROM due WHERE g.id = due.id
+         RETURNING g.*",
+    )
+    .bind(now)
+    .bind(limit)
+    .bind(holder)
+    .bind(lease_ttl)
+    .fetch_all(conn)
+    .await
+}
+
+/// Leases one grant if nobody else holds it; `None` when it is leased elsewhere.
+pub async fn lease_grant(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    now: DateTime<Utc>,
+    holder: &str,
+    lease_ttl: chrono::TimeDelta,
+) -> Result<Option<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE grants g SET leased_by = $3, leased_until = $2 + $4, lease_epoch = g.lease_epoch + 1
+         WHERE g.id = $1 AND (g.leased_until IS NULL OR g.leased_until < $2)
+         RETURNING g.*",
+    )
+    .bind(grant_id)
+    .bind(now)
+    .bind(holder)
+    .bind(lease_ttl)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records that an exchange is about to start, under the lease. Returns false when the lease
+/// was lost (then the exchange must not happen).
+///
+/// `retry_at` becomes the grant's next due time if nothing else is written: when this
+/// exchange's result is lost, the sweep retries right after the lease expires, inside the
+/// reuse leeway.
+pub async fn mark_refresh_started(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    lease: &Lease,
+    now: DateTime<Utc>,
+    retry_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE grants SET refresh_started_at = COALESCE(refresh_started_at, $4),
+            next_refresh_at = LEAST(next_refresh_at, $5)
+         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3",
+    )
+    .bind(grant_id)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .bind(now)
+    .bind(retry_at)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// The result of a successful exchange, sealed.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// `None` when Atlassian did not rotate: the stored refresh token stays.
+    pub refresh_token: Option<Sealed>,
+    pub access_token: Sealed,
+    pub access_expires_at: DateTime<Utc>,
+    pub scopes: Vec<String>,
+    pub rotated_at: DateTime<Utc>,
+    pub refresh_idle_deadline: DateTime<Utc>,
+    pub next_refresh_at: DateTime<Utc>,
+}
+
+/// Persists a rotation in one conditional UPDATE, fenced on the lease and on the token the
+/// exchange presented. Returns the updated grant, or `None` when the fence failed (another
+/// worker owns the grant now; the result must be discarded unused).
+pub async fn persist_rotation(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    lease: &Lease,
+    presented_version: i64,
+    rotation: &Rotation,
+) -> Result<Option<Grant>, sqlx::Error> {
+    let (refresh_bytes, refresh_key) = match &rotation.refresh_token {
+        Some(sealed) => (Some(&sealed.bytes), Some(&sealed.key_id)),
+        None => (None, None),
+    };
+    sqlx::query_as(
+        "UPDATE grants g SET
+            refresh_token_sealed = COALESCE($5, g.refresh_token_sealed),
+            refresh_token_key_id = COALESCE($6, g.refresh_token_key_id),
+            token_version = g.token_version + 1,
+            access_token_sealed = $7, access_token_key_id = $8, access_expires_at = $9,
+            scopes = CASE WHEN cardinality($10::text[]) > 0 THEN $10 ELSE g.scopes END,
+            -- Without a new refresh token the idle clock still restarts: the old token was used.
+            refresh_rotated_at = $11, refresh_idle_deadline = $12, next_refresh_at = $13,
+            last_refreshed_at = $11, refresh_started_at = NULL, failure_streak = 0, last_error = NULL,
+            status = CASE WHEN g.status = 'degraded' THEN 'active' ELSE g.status END,
+            status_reason = CASE WHEN g.status = 'degraded' THEN NULL ELSE g.status_reason END,
+            status_since = CASE WHEN g.status = 'degraded' THEN $11 ELSE g.status_since END,
+            leased_by = NULL, leased_until = NULL, updated_at = $11
+         WHERE g.id = $1 AND g.leased_by = $2 AND g.lease_epoch = $3 AND g.token_version = $4
+         RETURNING g.*",
+    )
+    .bind(grant_id)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .bind(presented_version)
+    .bind(refresh_bytes)
+    .bind(refresh_key)
+    .bind(&rotation.access_token.bytes)
+    .bind(&rotation.access_token.key_id)
+    .bind(rotation.access_expires_at)
+    .bind(&rotation.scopes)
+    .bind(rotation.rotated_at)
+    .bind(rotation.refresh_idle_deadline)
+    .bind(rotation.next_refresh_at)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records a failed exchange that may be retried. `keep_started` keeps `refresh_started_at`
+/// when the exchange may have happened at Atlassian (a timeout or reset): the grant stays
+/// first in line and is retried with the same token inside the reuse leeway. Returns the
+/// new failure streak, or `None` when the lease was lost.
+pub async fn record_transient_failure(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    lease: &Lease,
+    error: &str,
+    next_refresh_at: DateTime<Utc>,
+    keep_started: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE grants SET failure_streak = failure_streak + 1, last_error = $4,
+            next_refresh_at = $5,
+            refresh_started_at = CASE WHEN $6 THEN refresh_started_at END,
+            leased_by = NULL, leased_until = NULL, updated_at = $7
+         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3
+         RETURNING failure_streak",
+    )
+    .bind(grant_id)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .bind(error)
+    .bind(next_refresh_at)
+    .bind(keep_started)
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Moves a grant to `status` with a reason, if it is not there already. Returns whether the
+/// status changed (the caller raises alerts on transitions only).
+pub async fn set_status(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    status: GrantStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE grants SET status = $2, status_reason = $3, status_since = $4, updated_at = $4,
+            refresh_started_at = CASE WHEN $2 = 'needs_reauth' THEN NULL ELSE refresh_started_at END
+         WHERE id = $1 AND status <> $2 AND status <> 'disabled'",
+    )
+    .bind(grant_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// Releases a lease, clearing the exchange marker. Returns false when the lease was no
+/// longer held (then nothing else may be written under it).
+pub async fn release_lease_fenced(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    lease: &Lease,
+) -> Result<bool, sqlx::Error> {
+    let released = sqlx::query(
+        "UPDATE grants SET leased_by = NULL, leased_until = NULL, refresh_started_at = NULL
+         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3",
+    )
+    .bind(grant_id)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .execute(conn)
+    .await?;
+    Ok(released.rows_affected() == 1)
+}
+
+/// Grants whose family deadline is within `warning` of `now` and that have no open
+/// `family_expiring` alert.
+pub async fn grants_nearing_family_deadline(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    warning: chrono::TimeDelta,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.* FROM grants g
+         WHERE g.status IN ('active', 'degraded') AND g.family_deadline - $2 <= $1
+           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.grant_id = g.id
+                           AND a.kind = 'family_expiring' AND a.resolved_at IS NULL)",
+    )
+    .bind(now)
+    .bind(warning)
+    .fetch_all(conn)
+    .await
+}
+
+/// Grants whose family deadline has passed while they still look alive.
+pub async fn grants_past_family_deadline(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.* FROM grants g WHERE g.status IN ('active', 'degraded') AND g.family_deadline <= $1",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// Claims up to `limit` grants not yet revalidated for the tick at `tick`.
+pub async fn claim_revalidations(
+    conn: &mut PgConnection,
+    tick: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS (
+            SELECT id FROM grants
+            WHERE status IN ('active', 'degraded') AND account_id IS NOT NULL
+              AND (revalidated_for IS NULL OR revalidated_for < $1)
+            ORDER BY revalidated_for NULLS FIRST
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+         UPDATE grants g SET revalidated_for = $1
+         FROM due WHERE g.id = due.id
+         RETURNING g.*",
+    )
+    .bind(tick)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Records a completed revalidation.
+pub async fn mark_revalidated(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE grants SET last_revalidated_at = $2 WHERE id = $1")
+        .bind(grant_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -47,7 +47,7 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-/// Converts a policy duration to a database interval-compatible value.
-pub(crate) fn delta(duration: Duration) -> chrono::TimeDelta {
+/// A configured duration as business time (saturating: durations are validated upstream).
+pub fn delta(duration: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }

@@ -111,3 +111,74 @@ pub fn database_url(pool: &PgPool) -> String {
         options.get_database().unwrap_or("postgres")
     )
 }
+
+/// Configuration overrides from `(key, value)` pairs; values are quoted as TOML strings.
+pub fn overrides(pairs: &[(&str, &str)]) -> Overrides {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), format!("{v:?}")))
+        .collect()
+}
+
+impl TestApp {
+    /// A refresher for this app, as one process would have.
+    pub fn refresher(&self, holder: &str) -> atlassync::lifecycle::Refresher {
+        atlassync::lifecycle::Refresher::new(self.sandbox.app.clone(), holder)
+    }
+
+    /// Runs the token sweep once.
+    pub async fn sweep(
+        &self,
+        refresher: &atlassync::lifecycle::Refresher,
+    ) -> atlassync::jobs::token_sweep::SweepReport {
+        atlassync::jobs::token_sweep::run_once(
+            &self.sandbox.app,
+            refresher,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("sweep runs")
+    }
+
+    /// Runs a revalidation pass for a fresh tick.
+    pub async fn revalidate(
+        &self,
+        refresher: &atlassync::lifecycle::Refresher,
+    ) -> atlassync::jobs::revalidate::RevalidationReport {
+        atlassync::jobs::revalidate::run_once(
+            &self.sandbox.app,
+            refresher,
+            self.clock.now_for_tests(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("revalidation runs")
+    }
+
+    /// Every grant as stored.
+    pub async fn grants(&self) -> Vec<atlassync::store::grants::Grant> {
+        let mut conn = self.pool().acquire().await.unwrap();
+        atlassync::store::grants::all_grants(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// (kind, label, resolved) of every alert row.
+    pub async fn alerts(&self) -> Vec<(String, String, bool)> {
+        sqlx::query_as("SELECT kind, label, resolved_at IS NOT NULL FROM alerts ORDER BY id")
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+/// `ManualClock::now` through the trait, without importing it everywhere.
+pub trait NowForTests {
+    fn now_for_tests(&self) -> chrono::DateTime<chrono::Utc>;
+}
+
+impl NowForTests for ManualClock {
+    fn now_for_tests(&self) -> chrono::DateTime<chrono::Utc> {
+        atlassync::clock::Clock::now(self)
+    }
+}

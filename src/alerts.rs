@@ -1,0 +1,81 @@
+//! Raising and clearing alerts. Each alert row is complete when written: who, which grant,
+//! what broke, since when, the deadline, and a fresh re-consent link for the user. Callers
+//! pass the transaction that changes the grant, so the alert and the change commit together.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::app::App;
+use crate::store::alerts::{self, AlertKind, NewAlert};
+use crate::store::grants::Grant;
+
+/// A condition worth an alert.
+#[derive(Debug, Clone, Copy)]
+pub struct Condition<'a> {
+    pub kind: AlertKind,
+    /// For site conditions: (cloud id, product).
+    pub site: Option<(&'a str, &'a str)>,
+    /// What broke, in words an operator can act on.
+    pub reason: &'a str,
+    /// When the condition began.
+    pub since: DateTime<Utc>,
+    /// When it becomes (or became) fatal, if it has a deadline.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// Opens an alert for `grant` unless one is already open for the same condition. Returns
+/// whether a row was written.
+pub async fn raise(
+    conn: &mut PgConnection,
+    app: &App,
+    grant: &Grant,
+    condition: Condition<'_>,
+) -> Result<bool, sqlx::Error> {
+    let Condition {
+        kind,
+        site,
+        reason,
+        since,
+        deadline,
+    } = condition;
+    let alert = NewAlert {
+        kind,
+        grant_id: grant.id,
+        account_id: grant.account_id.clone(),
+        label: grant.label.clone(),
+        site: site.map(|(c, p)| (c.to_owned(), p.to_owned())),
+        reason: reason.to_owned(),
+        since,
+        deadline,
+        reconsent_url: app.invite_link(&grant.label).to_string(),
+    };
+    let opened = alerts::open_alert(conn, &alert, app.clock.now()).await?;
+    if opened {
+        tracing::warn!(
+            alert.kind = kind.as_str(),
+            grant.id = %grant.id,
+            grant.label = %grant.label,
+            site.cloud_id = site.map(|s| s.0),
+            reason,
+            "alert raised"
+        );
+    }
+    Ok(opened)
+}
+
+/// Resolves the open alert of a condition, if any.
+pub async fn clear(
+    conn: &mut PgConnection,
+    app: &App,
+    grant: &Grant,
+    kind: AlertKind,
+    site: Option<(&str, &str)>,
+) -> Result<bool, sqlx::Error> {
+    let site = site.map(|(c, p)| (c.to_owned(), p.to_owned()));
+    let key = alerts::dedupe_key(kind, grant.id, site.as_ref());
+    let resolved = alerts::resolve_alert(conn, &key, app.clock.now()).await?;
+    if resolved {
+        tracing::info!(alert.kind = kind.as_str(), grant.id = %grant.id, "alert resolved");
+    }
+    Ok(resolved)
+}

@@ -1,0 +1,225 @@
+//! Revalidation: ask accessible-resources which sites and scopes each grant still has, and
+//! bring the `sites` table, the grant's status and the alerts in line with the answer.
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use sqlx::PgConnection;
+
+use crate::alerts;
+use crate::app::App;
+use crate::atlassian::ApiError;
+use crate::atlassian::resources::Site;
+use crate::lifecycle::{Refresher, TokenUnavailable};
+use crate::store::alerts::AlertKind;
+use crate::store::grants::{self, Grant, GrantStatus};
+use crate::store::sites;
+
+const BATCH: i64 = 32;
+const CONCURRENCY: usize = 4;
+
+/// What one revalidation pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RevalidationReport {
+    pub checked: usize,
+    pub skipped: usize,
+    pub sites_revoked: usize,
+    pub sites_with_missing_scopes: usize,
+    pub lost_all_sites: usize,
+}
+
+/// Revalidates every grant not yet done for the schedule tick `tick` (the same instant on
+/// every replica, so each grant is checked once per tick cluster-wide).
+pub async fn run_once(
+    app: &App,
+    refresher: &Refresher,
+    tick: DateTime<Utc>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<RevalidationReport, sqlx::Error> {
+    let mut report = RevalidationReport::default();
+    while !stop.is_cancelled() {
+        let claimed = {
+            let mut conn = app.pool.acquire().await?;
+            grants::claim_revalidations(&mut conn, tick, BATCH).await?
+        };
+        if claimed.is_empty() {
+            break;
+        }
+        let count = claimed.len();
+        let results: Vec<_> = futures_util::stream::iter(claimed)
+            .map(|grant| revalidate_grant(app, refresher, grant))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for result in results {
+            match result? {
+                Some(changes) => {
+                    report.checked += 1;
+                    report.sites_revoked += changes.revoked;
+                    report.sites_with_missing_scopes += changes.missing_scopes;
+                    report.lost_all_sites += usize::from(changes.lost_all_sites);
+                }
+                None => report.skipped += 1,
+            }
+        }
+        if (count as i64) < BATCH {
+            break;
+        }
+    }
+    if report != RevalidationReport::default() {
+        tracing::info!(?report, "revalidation");
+    }
+    Ok(report)
+}
+
+/// What applying a fresh site list changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AppliedSites {
+    pub revoked: usize,
+    pub missing_scopes: usize,
+    pub lost_all_sites: bool,
+}
+
+/// Revalidates one grant. `None` when the check could not be made this time (the reason is
+/// logged; token problems are the refresher's to record).
+pub async fn revalidate_grant(
+    app: &App,
+    refresher: &Refresher,
+    grant: Grant,
+) -> Result<Option<AppliedSites>, sqlx::Error> {
+    let sites = match fetch_sites(app, refresher, &grant).await {
+        Ok(sites) => sites,
+        Err(FetchError::Token(TokenUnavailable::Store(e))) => return Err(e),
+        Err(e) => {
+            tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, error = %e, "revalidation skipped");
+            return Ok(None);
+        }
+    };
+    let mut tx = app.pool.begin().await?;
+    let applied = apply_sites(&mut tx, app, &grant, &sites).await?;
+    grants::mark_revalidated(&mut tx, grant.id, app.clock.now()).await?;
+    tx.commit().await?;
+    Ok(Some(applied))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Token(#[from] TokenUnavailable),
+    #[error("accessible-resources: {0}")]
+    Api(#[from] ApiError),
+}
+
+/// accessible-resources with the grant's token; on a 401, refresh once and retry once.
+async fn fetch_sites(
+    app: &App,
+    refresher: &Refresher,
+    grant: &Grant,
+) -> Result<Vec<Site>, FetchError> {
+    let token = refresher.access_token(grant.id).await?;
+    match app.api.accessible_sites(&token).await {
+        Err(ApiError::Unauthorized(_)) => {
+            let token = refresher
+                .access_token_after_unauthorized(grant.id, &token)
+                .await?;
+            Ok(app.api.accessible_sites(&token).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Brings stored sites, status and alerts in line with `sites` (the truth from
+/// accessible-resources), in the caller's transaction. Alerts fire on transitions only.
+pub async fn apply_sites(
+    conn: &mut PgConnection,
+    app: &App,
+    grant: &Grant,
+    sites: &[Site],
+) -> Result<AppliedSites, sqlx::Error> {
+    let now = app.clock.now();
+    let requested = &app.config.atlassian.scopes;
+    let changes = sites::replace_sites(
+        conn,
+        grant.id,
+        sites,
+        |site| site.product.required_scopes(requested),
+        now,
+    )
+    .await?;
+    let mut applied = AppliedSites {
+        revoked: changes.revoked.len(),
+        ..Default::default()
+    };
+    for site in &changes.revoked {
+        let reason = format!(
+            "{} ({}) is no longer accessible to this grant: access was revoked or the site was removed; its sync has stopped",
+            site.name, site.product
+        );
+        let key = (site.cloud_id.as_str(), site.product.as_str());
+        alerts::raise(
+            conn,
+            app,
+            grant,
+            alerts::Condition {
+                kind: AlertKind::SiteRevoked,
+                site: Some(key),
+                reason: &reason,
+                since: now,
+                deadline: None,
+            },
+        )
+        .await?;
+        // A revoked site's scope problem is moot.
+        alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(key)).await?;
+    }
+    for site in &changes.appeared {
+        let key = (site.cloud_id.as_str(), site.product.as_str());
+        alerts::clear(conn, app, grant, AlertKind::SiteRevoked, Some(key)).await?;
+    }
+    for site in &changes.active {
+        let key = (site.cloud_id.as_str(), site.product.as_str());
+        if site.missing_scopes.is_empty() {
+            alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(key)).await?;
+        } else {
+            applied.missing_scopes += 1;
+            let reason = format!(
+                "{} ({}) was granted without {}; the user must consent again with the full scope list",
+                site.name,
+                site.product,
+                site.missing_scopes.join(", ")
+            );
+            alerts::raise(
+                conn,
+                app,
+                grant,
+                alerts::Condition {
+                    kind: AlertKind::ScopesMissing,
+                    site: Some(key),
+                    reason: &reason,
+                    since: now,
+                    deadline: None,
+                },
+            )
+            .await?;
+        }
+    }
+    if changes.active.is_empty() {
+        applied.lost_all_sites = true;
+        let reason = "no Jira or Confluence site is accessible to this grant any more";
+        if grants::set_status(conn, grant.id, GrantStatus::NeedsReauth, reason, now).await? {
+            alerts::raise(
+                conn,
+                app,
+                grant,
+                alerts::Condition {
+                    kind: AlertKind::NeedsReauth,
+                    site: None,
+                    reason,
+                    since: now,
+                    deadline: None,
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(applied)
+}

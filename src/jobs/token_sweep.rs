@@ -1,0 +1,126 @@
+//! The token sweep: keep alive (rotate idle refresh tokens), recover interrupted exchanges,
+//! keep warm the grants that have work due, and warn before a family's absolute deadline.
+
+use futures_util::StreamExt;
+
+use crate::alerts;
+use crate::app::App;
+use crate::lifecycle::{RefreshOutcome, Refresher};
+use crate::store::alerts::AlertKind;
+use crate::store::delta;
+use crate::store::grants::{self, GrantStatus};
+
+/// How many grants one claim takes, and how many exchanges run at once.
+const BATCH: i64 = 64;
+const CONCURRENCY: usize = 8;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub rotated: usize,
+    pub needs_reauth: usize,
+    pub retrying: usize,
+    pub lease_lost: usize,
+    pub family_warnings: usize,
+    pub family_expired: usize,
+}
+
+/// One pass of the sweep: until nothing is due (or `stop` is set between batches).
+pub async fn run_once(
+    app: &App,
+    refresher: &Refresher,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<SweepReport, sqlx::Error> {
+    let mut report = SweepReport::default();
+    warn_and_expire_families(app, &mut report).await?;
+    let lease_ttl = delta(app.config.tokens.lease_ttl);
+    while !stop.is_cancelled() {
+        let now = app.clock.now();
+        let claimed = {
+            let mut conn = app.pool.acquire().await?;
+            grants::claim_due_grants(&mut conn, now, BATCH, refresher.holder(), lease_ttl).await?
+        };
+        if claimed.is_empty() {
+            break;
+        }
+        let count = claimed.len();
+        // Once claimed, an exchange runs to completion even if shutdown begins: stopping in
+        // the middle is what loses rotations.
+        let outcomes: Vec<_> = futures_util::stream::iter(claimed)
+            .map(|grant| refresher.refresh_leased(grant))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome? {
+                RefreshOutcome::Rotated(_) => report.rotated += 1,
+                RefreshOutcome::NeedsReauth(_) => report.needs_reauth += 1,
+                RefreshOutcome::Retrying { .. } => report.retrying += 1,
+                RefreshOutcome::LeaseLost | RefreshOutcome::Crashed => report.lease_lost += 1,
+            }
+        }
+        if (count as i64) < BATCH {
+            break;
+        }
+    }
+    if report != SweepReport::default() {
+        tracing::info!(?report, "token sweep");
+    }
+    Ok(report)
+}
+
+/// Raises `family_expiring` for grants within `reauth_warning` of their 365-day deadline, and
+/// marks grants past it as needing a new consent (the refresh would fail anyway; saying so
+/// now names the real cause).
+async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result<(), sqlx::Error> {
+    let now = app.clock.now();
+    let warning = delta(app.config.tokens.reauth_warning);
+    let mut conn = app.pool.acquire().await?;
+    for grant in grants::grants_nearing_family_deadline(&mut conn, now, warning).await? {
+        let reason = format!(
+            "the token family ends on {}; the user must consent again before then",
+            grant.family_deadline.format("%Y-%m-%d %H:%M UTC")
+        );
+        if alerts::raise(
+            &mut conn,
+            app,
+            &grant,
+            alerts::Condition {
+                kind: AlertKind::FamilyExpiring,
+                site: None,
+                reason: &reason,
+                since: now,
+                deadline: Some(grant.family_deadline),
+            },
+        )
+        .await?
+        {
+            report.family_warnings += 1;
+        }
+    }
+    for grant in grants::grants_past_family_deadline(&mut conn, now).await? {
+        let reason = format!(
+            "the token family reached its absolute deadline ({})",
+            grant.family_deadline.format("%Y-%m-%d %H:%M UTC")
+        );
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        if grants::set_status(&mut tx, grant.id, GrantStatus::NeedsReauth, &reason, now).await? {
+            alerts::raise(
+                &mut tx,
+                app,
+                &grant,
+                alerts::Condition {
+                    kind: AlertKind::NeedsReauth,
+                    site: None,
+                    reason: &reason,
+                    since: grant.family_deadline,
+                    deadline: Some(grant.family_deadline),
+                },
+            )
+            .await?;
+            report.family_expired += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}

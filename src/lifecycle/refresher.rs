@@ -1,0 +1,387 @@
+//! The only code that exchanges refresh tokens.
+//!
+//! Invariants:
+//! - one exchange per grant at a time, cluster-wide (the row lease) and in-process (a
+//!   per-grant async mutex, so a 401 during a sync and the sweep never both refresh);
+//! - the rotated refresh token is persisted in one conditional UPDATE, fenced on the lease
+//!   and on the token version presented, before the new access token is handed to anyone;
+//! - an exchange whose result is not persisted (crash, lost lease) leaves the old token in
+//!   the row with `refresh_started_at` set and `next_refresh_at` at the lease expiry, so the
+//!   next owner retries with it inside Atlassian's reuse leeway;
+//! - only a terminal token error (`invalid_grant`) ends in `needs_reauth`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{keepalive_due, retry_delay};
+use crate::alerts;
+use crate::app::App;
+use crate::oauth::{AccessToken, TokenError};
+use crate::store::alerts::AlertKind;
+use crate::store::delta;
+use crate::store::grants::{self, Grant, GrantStatus, Lease, Rotation};
+
+/// Deliberate crash points, for proving recovery. Off in production.
+#[derive(Debug, Default, Clone)]
+pub struct Failpoints {
+    /// Abandon the work right after a successful exchange, before persisting anything and
+    /// without releasing the lease: what a killed process leaves behind.
+    pub crash_after_exchange: bool,
+}
+
+/// What one refresh attempt came to.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// Rotated and persisted; the grant as now stored.
+    Rotated(Box<Grant>),
+    /// Atlassian says the family is gone; the grant now needs a new consent.
+    NeedsReauth(String),
+    /// A transient failure; retried later. `streak` counts failures in a row.
+    Retrying { streak: i32, error: String },
+    /// The lease was lost to another worker; nothing was written.
+    LeaseLost,
+    /// The failpoint fired: the exchange happened and nothing was persisted.
+    Crashed,
+}
+
+/// Why no access token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenUnavailable {
+    #[error("grant {0} does not exist")]
+    UnknownGrant(Uuid),
+    #[error("grant needs a new consent: {0}")]
+    NeedsReauth(String),
+    #[error("grant is disabled")]
+    Disabled,
+    #[error("token refresh failed, will retry: {0}")]
+    Retrying(String),
+    #[error("another worker is refreshing this grant")]
+    Busy,
+    #[error("stored token cannot be opened: {0}")]
+    Sealed(#[from] crate::crypto::OpenError),
+    #[error("database error: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// Exchanges refresh tokens for one process. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Refresher {
+    app: App,
+    holder: String,
+    in_flight: Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
+    failpoints: Failpoints,
+}
+
+impl Refresher {
+    /// A refresher whose leases carry `holder` (unique per process).
+    pub fn new(app: App, holder: impl Into<String>) -> Self {
+        Self {
+            app,
+            holder: holder.into(),
+            in_flight: Arc::default(),
+            failpoints: Failpoints::default(),
+        }
+    }
+
+    /// The same refresher with crash points armed (tests).
+    pub fn with_failpoints(mut self, failpoints: Failpoints) -> Self {
+        self.failpoints = failpoints;
+        self
+    }
+
+    /// The name this process's leases carry.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn guard_for(&self, grant_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget guards nobody holds, so the map does not grow with every grant ever seen.
+        if map.len() > 1024 {
+            map.retain(|_, guard| Arc::strong_count(guard) > 1);
+        }
+        map.entry(grant_id).or_default().clone()
+    }
+
+    /// Refreshes a grant this process already leased (the sweep's path).
+    pub async fn refresh_leased(&self, grant: Grant) -> Result<RefreshOutcome, sqlx::Error> {
+        let guard = self.guard_for(grant.id);
+        let _in_flight = guard.lock().await;
+        self.exchange(grant).await
+    }
+
+    /// A usable access token for `grant_id`, refreshed first when it expires within
+    /// `tokens.refresh_margin` (keep warm for work that is about to run).
+    pub async fn access_token(&self, grant_id: Uuid) -> Result<AccessToken, TokenUnavailable> {
+        self.obtain(grant_id, None).await
+    }
+
+    /// After an API call with `failed` answered 401: a refreshed token, unless someone already
+    /// replaced `failed`, in which case the newer one is returned without another exchange.
+    pub async fn access_token_after_unauthorized(
+        &self,
+        grant_id: Uuid,
+        failed: &AccessToken,
+    ) -> Result<AccessToken, TokenUnavailable> {
+        self.obtain(grant_id, Some(failed)).await
+    }
+
+    async fn obtain(
+        &self,
+        grant_id: Uuid,
+        failed: Option<&AccessToken>,
+    ) -> Result<AccessToken, TokenUnavailable> {
+        let keyring = self.app.keyring();
+        let margin = delta(self.app.config.tokens.refresh_margin);
+        // Another process holds the lease for at most lease_ttl; wait that long, in real time.
+        let patience = self.app.config.tokens.lease_ttl + Duration::from_secs(5);
+        let started = tokio::time::Instant::now();
+        loop {
+            let guard = self.guard_for(grant_id);
+            let in_flight = guard.lock().await;
+            let now = self.app.clock.now();
+            let grant = {
+                let mut conn = self.app.pool.acquire().await?;
+                grants::get_grant(&mut conn, grant_id)
+                    .await?
+                    .ok_or(TokenUnavailable::UnknownGrant(grant_id))?
+            };
+            match grant.status {
+                GrantStatus::NeedsReauth => {
+                    return Err(TokenUnavailable::NeedsReauth(
+                        grant.status_reason.unwrap_or_default(),
+                    ));
+                }
+                GrantStatus::Disabled => return Err(TokenUnavailable::Disabled),
+                GrantStatus::Active | GrantStatus::Degraded => {}
+            }
+            let stored = grant.access_token(keyring)?;
+            let fresh = grant
+                .access_expires_at
+                .is_some_and(|expires| expires - margin > now);
+            if let Some(stored) = stored {
+                let replaced = failed.is_some_and(|f| f.expose() != stored.expose());
+                if (fresh && failed.is_none()) || replaced {
+                    return Ok(stored);
+                }
+            }
+            let leased = {
+                let mut conn = self.app.pool.acquire().await?;
+                grants::lease_grant(&mut conn, grant_id, now, &self.holder, self.lease_ttl())
+                    .await?
+            };
+            match leased {
+                Some(grant) => match self.exchange(grant).await? {
+                    RefreshOutcome::Rotated(grant) => {
+                        return grant.access_token(keyring)?.ok_or_else(|| {
+                            TokenUnavailable::Retrying("no access token stored".into())
+                        });
+                    }
+                    RefreshOutcome::NeedsReauth(reason) => {
+                        return Err(TokenUnavailable::NeedsReauth(reason));
+                    }
+                    RefreshOutcome::Retrying { error, .. } => {
+                        return Err(TokenUnavailable::Retrying(error));
+                    }
+                    RefreshOutcome::Crashed => {
+                        return Err(TokenUnavailable::Retrying("crashed (failpoint)".into()));
+                    }
+                    RefreshOutcome::LeaseLost => {}
+                },
+                None => {
+                    // Leased by another process: wait for its result instead of racing it.
+                    drop(in_flight);
+                    if started.elapsed() > patience {
+                        return Err(TokenUnavailable::Busy);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    fn lease_ttl(&self) -> chrono::TimeDelta {
+        delta(self.app.config.tokens.lease_ttl)
+    }
+
+    /// One exchange under a lease this process holds. Callers hold the in-process guard.
+    async fn exchange(&self, grant: Grant) -> Result<RefreshOutcome, sqlx::Error> {
+        let now = self.app.clock.now();
+        let Some(lease) = grant.lease(now).filter(|l| l.holder == self.holder) else {
+            return Ok(RefreshOutcome::LeaseLost);
+        };
+        {
+            let mut conn = self.app.pool.acquire().await?;
+            let retry_at = lease.until;
+            if !grants::mark_refresh_started(&mut conn, grant.id, &lease, now, retry_at).await? {
+                return Ok(RefreshOutcome::LeaseLost);
+            }
+        }
+        let presented = match grant.refresh_token(self.app.keyring()) {
+            Ok(token) => token,
+            Err(e) => {
+                let error = format!("stored refresh token cannot be opened: {e}");
+                return self
+                    .record_failure(&grant, &lease, error, false, None)
+                    .await;
+            }
+        };
+        tracing::debug!(grant.id = %grant.id, interrupted = grant.refresh_started_at.is_some(), "exchanging refresh token");
+        let result = self.app.tokens.refresh(&presented).await;
+        if self.failpoints.crash_after_exchange && result.is_ok() {
+            tracing::warn!(grant.id = %grant.id, "failpoint: abandoning a completed exchange");
+            return Ok(RefreshOutcome::Crashed);
+        }
+        match result {
+            Ok(set) => {
+                let now = self.app.clock.now();
+                let policy = &self.app.config.tokens;
+                let keyring = self.app.keyring();
+                let rotation = Rotation {
+                    refresh_token: set
+                        .refresh_token
+                        .as_ref()
+                        .map(|t| grants::seal_refresh_token(keyring, grant.id, t)),
+                    access_token: grants::seal_access_token(keyring, grant.id, &set.access_token),
+                    access_expires_at: now + delta(set.expires_in),
+                    scopes: set.scopes.clone(),
+                    rotated_at: now,
+                    refresh_idle_deadline: now + delta(policy.inactivity_expiry),
+                    next_refresh_at: keepalive_due(policy, now),
+                };
+                let mut tx = self.app.pool.begin().await?;
+                let Some(stored) = grants::persist_rotation(
+                    &mut tx,
+                    grant.id,
+                    &lease,
+                    grant.token_version,
+                    &rotation,
+                )
+                .await?
+                else {
+                    tracing::warn!(grant.id = %grant.id, "rotation discarded: the lease was lost before it could be persisted");
+                    return Ok(RefreshOutcome::LeaseLost);
+                };
+                if grant.status == GrantStatus::Degraded {
+                    alerts::clear(&mut tx, &self.app, &stored, AlertKind::Degraded, None).await?;
+                }
+                tx.commit().await?;
+                tracing::info!(
+                    grant.id = %grant.id,
+                    grant.label = %grant.label,
+                    rotated = set.refresh_token.is_some(),
+                    recovered = grant.refresh_started_at.is_some(),
+                    "refresh token rotated"
+                );
+                Ok(RefreshOutcome::Rotated(Box::new(stored)))
+            }
+            Err(TokenError::InvalidGrant { .. }) => {
+                let reason = result.err().map(|e| e.to_string()).unwrap_or_default();
+                self.mark_needs_reauth(&grant, &lease, &reason).await
+            }
+            Err(e @ TokenError::Interrupted(_)) => {
+                // The exchange may have rotated the token: retry soon, inside the leeway.
+                self.record_failure(&grant, &lease, e.to_string(), true, None)
+                    .await
+            }
+            Err(TokenError::RateLimited { retry_after }) => {
+                let error = TokenError::RateLimited { retry_after }.to_string();
+                self.record_failure(&grant, &lease, error, false, retry_after)
+                    .await
+            }
+            Err(e) => {
+                self.record_failure(&grant, &lease, e.to_string(), false, None)
+                    .await
+            }
+        }
+    }
+
+    async fn mark_needs_reauth(
+        &self,
+        grant: &Grant,
+        lease: &Lease,
+        reason: &str,
+    ) -> Result<RefreshOutcome, sqlx::Error> {
+        let now = self.app.clock.now();
+        let mut tx = self.app.pool.begin().await?;
+        if !grants::release_lease_fenced(&mut tx, grant.id, lease).await? {
+            return Ok(RefreshOutcome::LeaseLost);
+        }
+        if grants::set_status(&mut tx, grant.id, GrantStatus::NeedsReauth, reason, now).await? {
+            alerts::raise(
+                &mut tx,
+                &self.app,
+                grant,
+                alerts::Condition {
+                    kind: AlertKind::NeedsReauth,
+                    site: None,
+                    reason,
+                    since: now,
+                    deadline: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, reason, "grant needs a new consent");
+        Ok(RefreshOutcome::NeedsReauth(reason.to_owned()))
+    }
+
+    async fn record_failure(
+        &self,
+        grant: &Grant,
+        lease: &Lease,
+        error: String,
+        interrupted: bool,
+        retry_after: Option<Duration>,
+    ) -> Result<RefreshOutcome, sqlx::Error> {
+        let now = self.app.clock.now();
+        let policy = &self.app.config.tokens;
+        let streak = u32::try_from(grant.failure_streak).unwrap_or(0) + 1;
+        let mut delay = retry_after.unwrap_or_else(|| retry_delay(streak));
+        if interrupted {
+            // Stay well inside the reuse leeway: the presented token may already be rotated.
+            delay = delay.min(policy.reuse_leeway / 4);
+        }
+        let next_refresh_at: DateTime<Utc> = now + delta(delay);
+        let mut tx = self.app.pool.begin().await?;
+        let Some(streak) = grants::record_transient_failure(
+            &mut tx,
+            grant.id,
+            lease,
+            &error,
+            next_refresh_at,
+            interrupted,
+            now,
+        )
+        .await?
+        else {
+            return Ok(RefreshOutcome::LeaseLost);
+        };
+        if streak >= policy.degraded_after as i32 {
+            let reason = format!("{streak} refresh failures in a row; last: {error}");
+            if grants::set_status(&mut tx, grant.id, GrantStatus::Degraded, &reason, now).await? {
+                alerts::raise(
+                    &mut tx,
+                    &self.app,
+                    grant,
+                    alerts::Condition {
+                        kind: AlertKind::Degraded,
+                        site: None,
+                        reason: &reason,
+                        since: now,
+                        deadline: None,
+                    },
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, streak, retry_in_s = delay.as_secs(), error = %error, "token refresh failed; will retry");
+        Ok(RefreshOutcome::Retrying { streak, error })
+    }
+}
