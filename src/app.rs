@@ -21,6 +21,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub tokens: TokenClient,
     pub api: ApiClient,
+    /// The shared HTTP client (one connection pool) for product calls.
+    pub http: reqwest::Client,
 }
 
 impl App {
@@ -34,13 +36,14 @@ impl App {
             .build()
             .expect("the TLS backend initialises");
         let tokens = TokenClient::new(&config.atlassian, http.clone());
-        let api = ApiClient::new(config.atlassian.api_base_url.clone(), http);
+        let api = ApiClient::new(config.atlassian.api_base_url.clone(), http.clone());
         Self {
             config: Arc::new(config),
             pool,
             clock,
             tokens,
             api,
+            http,
         }
     }
 

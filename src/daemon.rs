@@ -21,7 +21,9 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::config::{Config, Schedule};
 use crate::jobs;
+use crate::jobs::sync::Syncer;
 use crate::lifecycle::Refresher;
+use crate::store::sync::RunKind;
 
 /// How long in-flight work may take to finish after SIGTERM (systemd allows 35 s).
 const DRAIN_GRACE: Duration = Duration::from_secs(25);
@@ -31,6 +33,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(25);
 struct RunContext {
     app: App,
     refresher: Refresher,
+    syncer: Syncer,
 }
 
 /// The job kinds and their triggers.
@@ -38,6 +41,9 @@ struct RunContext {
 struct Triggers {
     token_sweep: Notify,
     revalidate: Notify,
+    jira_sync: Notify,
+    jira_reconcile: Notify,
+    confluence_sync: Notify,
 }
 
 /// A name unique to this process, carried by its leases.
@@ -54,9 +60,11 @@ pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let refresher = Refresher::new(app.clone(), worker_id());
+    let syncer = Syncer::new(app.clone(), refresher.clone());
     let (context_tx, context_rx) = watch::channel(RunContext {
         app: app.clone(),
         refresher,
+        syncer,
     });
     let triggers = Arc::new(Triggers::default());
 
@@ -138,7 +146,17 @@ fn reload(
         current.app.clock.clone(),
     );
     let refresher = Refresher::new(app.clone(), current.refresher.holder().to_owned());
-    context_tx.send_replace(RunContext { app, refresher });
+    // Rate-limit slowdowns outlive a reload.
+    let syncer = Syncer {
+        app: app.clone(),
+        refresher: refresher.clone(),
+        throttles: current.syncer.throttles.clone(),
+    };
+    context_tx.send_replace(RunContext {
+        app,
+        refresher,
+        syncer,
+    });
     Ok(config)
 }
 
@@ -148,28 +166,71 @@ fn spawn_workers(
     triggers: &Arc<Triggers>,
     context: &watch::Receiver<RunContext>,
 ) {
-    {
+    let kinds: [(&'static str, TriggerOf); 5] = [
+        ("token_sweep", |t| &t.token_sweep),
+        ("revalidate", |t| &t.revalidate),
+        ("jira_sync", |t| &t.jira_sync),
+        ("jira_reconcile", |t| &t.jira_reconcile),
+        ("confluence_sync", |t| &t.confluence_sync),
+    ];
+    for (name, pick) in kinds {
         let (stop, triggers, context) = (stop.clone(), triggers.clone(), context.clone());
         tracker.spawn(async move {
-            while wait(&triggers.token_sweep, &stop).await {
-                let RunContext { app, refresher } = context.borrow().clone();
-                if let Err(e) = jobs::token_sweep::run_once(&app, &refresher, &stop).await {
-                    tracing::error!(error = %e, "token sweep failed; retrying at the next tick");
+            while wait(pick(&triggers), &stop).await {
+                let run = context.borrow().clone();
+                if let Err(e) = run_job(name, &run, &stop).await {
+                    tracing::error!(job = name, error = %e, "job failed; retrying at the next tick");
                 }
             }
         });
     }
-    {
-        let (stop, triggers, context) = (stop.clone(), triggers.clone(), context.clone());
-        tracker.spawn(async move {
-            while wait(&triggers.revalidate, &stop).await {
-                let RunContext { app, refresher } = context.borrow().clone();
-                let tick = app.config.schedule.revalidate.latest_tick(app.clock.now());
-                if let Err(e) = jobs::revalidate::run_once(&app, &refresher, tick, &stop).await {
-                    tracing::error!(error = %e, "revalidation failed; retrying at the next tick");
-                }
-            }
-        });
+}
+
+/// One run of the job called `name`.
+async fn run_job(
+    name: &str,
+    run: &RunContext,
+    stop: &CancellationToken,
+) -> Result<(), sqlx::Error> {
+    let RunContext {
+        app,
+        refresher,
+        syncer,
+    } = run;
+    let schedule = &app.config.schedule;
+    let now = app.clock.now();
+    match name {
+        "token_sweep" => jobs::token_sweep::run_once(app, refresher, stop)
+            .await
+            .map(drop),
+        "revalidate" => {
+            let tick = schedule.revalidate.latest_tick(now);
+            jobs::revalidate::run_once(app, refresher, tick, stop)
+                .await
+                .map(drop)
+        }
+        "jira_sync" => {
+            let tick = schedule.jira_sync.latest_tick(now);
+            syncer
+                .run_once(RunKind::JiraIncremental, tick, stop)
+                .await
+                .map(drop)
+        }
+        "jira_reconcile" => {
+            let tick = schedule.jira_reconcile.latest_tick(now);
+            syncer
+                .run_once(RunKind::JiraReconcile, tick, stop)
+                .await
+                .map(drop)
+        }
+        "confluence_sync" => {
+            let tick = schedule.confluence_sync.latest_tick(now);
+            syncer
+                .run_once(RunKind::ConfluenceSpaces, tick, stop)
+                .await
+                .map(drop)
+        }
+        other => unreachable!("unknown job {other}"),
     }
 }
 
@@ -191,9 +252,12 @@ async fn start_scheduler(
     let scheduler = JobScheduler::new()
         .await
         .context("starting the scheduler")?;
-    let jobs: [(&Schedule, TriggerOf); 2] = [
+    let jobs: [(&Schedule, TriggerOf); 5] = [
         (&config.schedule.token_sweep, |t| &t.token_sweep),
         (&config.schedule.revalidate, |t| &t.revalidate),
+        (&config.schedule.jira_sync, |t| &t.jira_sync),
+        (&config.schedule.jira_reconcile, |t| &t.jira_reconcile),
+        (&config.schedule.confluence_sync, |t| &t.confluence_sync),
     ];
     for (schedule, pick) in jobs {
         let triggers = triggers.clone();

@@ -1,7 +1,10 @@
 //! Clients for the Atlassian API gateway (`api.atlassian.com` or the emulator): one HTTP
 //! layer that turns responses into typed outcomes, and one module per API family.
 
+pub mod confluence;
+pub mod jira;
 pub mod resources;
+pub mod session;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! message names the key), 1 anything else.
 
 mod grants;
+mod sites;
 
 pub use grants::{GrantReport, grant_reports, render_table};
 
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat};
+use crate::store::sync::RunKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,11 +45,22 @@ enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Inspect synced sites, or pin the grant a site syncs through.
+    Sites {
+        #[command(subcommand)]
+        command: SitesCommand,
+    },
     /// Print a signed consent link for a user to open.
     Invite {
         /// The name the grant will carry (a person, a team, a service).
         #[arg(long)]
         label: String,
+    },
+    /// Run one sync pass now: Jira issues and Confluence spaces of every site.
+    Sync {
+        /// Also reconcile Jira issue ids (finds deletions; costs ~1 point per issue).
+        #[arg(long)]
+        reconcile: bool,
     },
     /// Run the built-in Atlassian emulator.
     Emulator {
@@ -80,6 +93,25 @@ enum GrantsCommand {
     /// Import refresh tokens from an existing integration: JSON lines on stdin,
     /// `{"label": "...", "refresh_token": "...", "consented_at": "2026-01-31T00:00:00Z"?}`.
     Import,
+}
+
+#[derive(Debug, Subcommand)]
+enum SitesCommand {
+    /// Every synced site with its elected grant, watermark and last run.
+    List,
+    /// Prefer one grant for a site while it is healthy (`--label` of the grant), or clear
+    /// the pin with `--clear`.
+    Pin {
+        #[arg(long)]
+        cloud_id: String,
+        /// `jira` or `confluence`.
+        #[arg(long)]
+        product: String,
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        label: Option<String>,
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// An error that decides the exit code.
@@ -195,6 +227,56 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 GrantsCommand::Import => return Ok(grants::import(&app).await?),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sites { command } => {
+            let pool = connect(&config).await?;
+            match command {
+                SitesCommand::List => sites::list(&pool).await?,
+                SitesCommand::Pin {
+                    cloud_id,
+                    product,
+                    label,
+                    ..
+                } => sites::pin(&pool, &cloud_id, &product, label.as_deref()).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { reconcile } => {
+            let pool = connect(&config).await?;
+            let app = App::new(config, pool, Arc::new(SystemClock));
+            let refresher =
+                crate::lifecycle::Refresher::new(app.clone(), crate::daemon::worker_id());
+            let syncer = crate::jobs::sync::Syncer::new(app.clone(), refresher);
+            let stop = tokio_util::sync::CancellationToken::new();
+            // A tick of "now" is newer than any scheduled tick, so every site runs.
+            let tick = crate::clock::Clock::now(&SystemClock);
+            let mut kinds = vec![RunKind::JiraIncremental, RunKind::ConfluenceSpaces];
+            if reconcile {
+                kinds.push(RunKind::JiraReconcile);
+            }
+            let mut failed = 0;
+            for kind in kinds {
+                let report = syncer
+                    .run_once(kind, tick, &stop)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                eprintln!(
+                    "{}: {} sites, {} ok, {} deferred, {} failed, {} upserted, {} deleted",
+                    kind.as_str(),
+                    report.sites,
+                    report.ok,
+                    report.deferred,
+                    report.failed,
+                    report.upserted,
+                    report.deleted
+                );
+                failed += report.failed;
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Emulator { .. } | Command::Demo => unreachable!("handled above"),
     }

@@ -81,10 +81,24 @@ pub struct Config {
     pub crypto: CryptoConfig,
     pub alerts: AlertsConfig,
     pub jira: JiraConfig,
+    pub sync: SyncConfig,
     pub log: LogConfig,
 }
 
-/// `[database]`
+/// `[sync]`: pacing and windows of the Jira and Confluence sync.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The app's points quota per UTC hour (Atlassian's default Tier 1 pool: 65,000).
+    pub points_per_hour: u32,
+    /// Share of the hourly quota sync leaves unspent, for everything else.
+    pub budget_reserve_percent: u32,
+    /// How far before the watermark each incremental Jira query starts.
+    pub jira_overlap: Duration,
+    /// Issues per search page (Atlassian caps pages with fields at 100).
+    pub jira_page_size: u32,
+    /// Retries of one request after transient failures.
+    pub max_retries: u32,
+}
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// May carry a password, hence secret.
@@ -262,7 +276,30 @@ mod raw {
         pub crypto: RawCrypto,
         pub alerts: RawAlerts,
         pub jira: RawJira,
+        pub sync: RawSync,
         pub log: RawLog,
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawSync {
+        pub points_per_hour: u32,
+        pub budget_reserve_percent: u32,
+        pub jira_overlap: DurationValue,
+        pub jira_page_size: u32,
+        pub max_retries: u32,
+    }
+
+    impl Default for RawSync {
+        fn default() -> Self {
+            Self {
+                points_per_hour: 65_000,
+                budget_reserve_percent: 10,
+                jira_overlap: "5m".into(),
+                jira_page_size: 100,
+                max_retries: 4,
+            }
+        }
     }
 
     #[derive(Debug, Deserialize, serde::Serialize)]
@@ -612,6 +649,30 @@ mod raw {
                 ));
             }
 
+            let sync = SyncConfig {
+                points_per_hour: positive(self.sync.points_per_hour, "sync.points_per_hour")?,
+                budget_reserve_percent: match self.sync.budget_reserve_percent {
+                    p @ 0..=90 => p,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "sync.budget_reserve_percent",
+                            "must be between 0 and 90",
+                        ));
+                    }
+                },
+                jira_overlap: self.sync.jira_overlap.parse("sync.jira_overlap")?,
+                jira_page_size: match self.sync.jira_page_size {
+                    p @ 1..=5000 => p,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "sync.jira_page_size",
+                            "must be between 1 and 5000",
+                        ));
+                    }
+                },
+                max_retries: self.sync.max_retries,
+            };
+
             let log = LogConfig {
                 format: match self.log.format.0.as_str() {
                     "pretty" => LogFormat::Pretty,
@@ -640,6 +701,7 @@ mod raw {
                 crypto,
                 alerts,
                 jira,
+                sync,
                 log,
             })
         }
@@ -687,6 +749,18 @@ mod raw {
 }
 
 impl Config {
+    /// The gateway base of one site's product API: `{api_base_url}/ex/{product}/{cloud_id}/`.
+    pub fn api_base_url_for(&self, product: &str, cloud_id: &str) -> Url {
+        let mut url = crate::oauth::join(
+            &self.atlassian.api_base_url,
+            &format!("ex/{product}/{cloud_id}"),
+        );
+        url.path_segments_mut()
+            .expect("http URLs have paths")
+            .push("");
+        url
+    }
+
     /// The database URL, for connecting.
     pub fn database_url(&self) -> &str {
         self.database.url.expose_secret()

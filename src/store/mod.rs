@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod grants;
 pub mod oauth_states;
 pub mod sites;
+pub mod sync;
 
 use std::time::Duration;
 

@@ -1,0 +1,181 @@
+//! Jira Cloud platform REST v3 calls a sync makes: `myself`, `search/jql` pages, bulk fetch.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::session::{CallError, SiteSession};
+use crate::store::sync::IssueRow;
+
+/// The fields a sync asks for: what the typed columns need, and the usual reporting fields
+/// kept in `raw`.
+pub const SYNC_FIELDS: &[&str] = &[
+    "summary",
+    "status",
+    "updated",
+    "created",
+    "project",
+    "issuetype",
+    "assignee",
+    "reporter",
+    "priority",
+    "labels",
+    "parent",
+    "resolution",
+    "duedate",
+];
+
+/// One page of `search/jql`.
+#[derive(Debug, Deserialize)]
+pub struct SearchPage {
+    #[serde(default)]
+    pub issues: Vec<Value>,
+    #[serde(rename = "nextPageToken", default)]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "isLast", default)]
+    pub is_last: Option<bool>,
+}
+
+impl SearchPage {
+    /// The token to send for the next page, or `None` when this is the last page by any of
+    /// Atlassian's signals (isLast, no token, an empty page, or the same token sent back).
+    pub fn next(&self, sent: Option<&str>) -> Option<String> {
+        if self.is_last == Some(true) || self.issues.is_empty() {
+            return None;
+        }
+        self.next_page_token
+            .clone()
+            .filter(|token| !token.is_empty() && Some(token.as_str()) != sent)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Myself {
+    #[serde(rename = "timeZone")]
+    time_zone: Option<String>,
+}
+
+/// The calling user's Jira time zone (JQL date literals are read in it).
+pub async fn time_zone(session: &mut SiteSession<'_>) -> Result<Option<String>, CallError> {
+    let me: Myself = session.get("rest/api/3/myself", &[], |_| 1).await?;
+    Ok(me.time_zone)
+}
+
+/// One page of `POST search/jql`.
+pub async fn search(
+    session: &mut SiteSession<'_>,
+    jql: &str,
+    fields: &[&str],
+    page_size: u32,
+    next_page_token: Option<&str>,
+) -> Result<SearchPage, CallError> {
+    let mut body = serde_json::json!({
+        "jql": jql,
+        "fields": fields,
+        "maxResults": page_size,
+    });
+    if let Some(token) = next_page_token {
+        body["nextPageToken"] = Value::String(token.to_owned());
+    }
+    session
+        .post("rest/api/3/search/jql", body, |page: &SearchPage| {
+            page.issues.len()
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkFetch {
+    #[serde(default)]
+    issues: Vec<Value>,
+}
+
+/// Which of `ids` (≤ 100) still exist and are visible: bulk fetch leaves the others out.
+pub async fn existing_ids(
+    session: &mut SiteSession<'_>,
+    ids: &[String],
+) -> Result<Vec<String>, CallError> {
+    let body = serde_json::json!({ "issueIdsOrKeys": ids, "fields": ["updated"] });
+    let found: BulkFetch = session
+        .post("rest/api/3/issue/bulkfetch", body, |b: &BulkFetch| {
+            b.issues.len()
+        })
+        .await?;
+    Ok(found
+        .issues
+        .iter()
+        .filter_map(|i| i.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
+/// Jira timestamps: `2026-03-01T09:15:07.311+1100` (offset without a colon), or RFC 3339.
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(text))
+        .ok()
+        .map(|t| t.to_utc())
+}
+
+/// The typed columns of one issue; `None` for JSON without an id or key.
+pub fn issue_row(raw: Value) -> Option<IssueRow> {
+    let id = match raw.get("id")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let key = raw.get("key")?.as_str()?.to_owned();
+    let fields = raw.get("fields");
+    let text = |path: &[&str]| -> Option<String> {
+        let mut value = fields?;
+        for part in path {
+            value = value.get(part)?;
+        }
+        value.as_str().map(str::to_owned)
+    };
+    Some(IssueRow {
+        issue_id: id,
+        issue_key: key,
+        project_key: text(&["project", "key"]),
+        summary: text(&["summary"]),
+        status: text(&["status", "name"]),
+        issue_type: text(&["issuetype", "name"]),
+        assignee_account_id: text(&["assignee", "accountId"]),
+        created_at: text(&["created"]).as_deref().and_then(parse_timestamp),
+        updated_at: text(&["updated"]).as_deref().and_then(parse_timestamp),
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jira_offsets_without_colons_parse() {
+        let t = parse_timestamp("2026-03-01T09:15:07.311+1100").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-02-28T22:15:07.311+00:00");
+        assert!(parse_timestamp("2021-01-17T12:34:00.000+0000").is_some());
+        assert!(parse_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn paging_stops_on_every_last_page_signal() {
+        let page = |issues: usize, token: Option<&str>, last: Option<bool>| SearchPage {
+            issues: vec![Value::Null; issues],
+            next_page_token: token.map(str::to_owned),
+            is_last: last,
+        };
+        assert_eq!(
+            page(2, Some("b"), Some(false)).next(Some("a")),
+            Some("b".into())
+        );
+        assert_eq!(page(2, Some("b"), Some(true)).next(Some("a")), None);
+        assert_eq!(page(2, None, None).next(Some("a")), None);
+        assert_eq!(page(0, Some("b"), Some(false)).next(Some("a")), None);
+        assert_eq!(
+            page(2, Some("a"), Some(false)).next(Some("a")),
+            None,
+            "a repeated token ends the scan"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! Calling one site's product API through one grant, the way Atlassian asks to be called:
+//! timeouts, retries with jitter (every call atlassync makes is a read, so all are
+//! idempotent), `Retry-After` honoured exactly, a burst 429 slowing only that endpoint of
+//! that site, a quota 429 pausing all of the app's work until the reset, every request
+//! costed against the app's hourly points budget, and a 401 answered by one refresh and one
+//! retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{ApiError, classify};
+use crate::app::App;
+use crate::lifecycle::{Refresher, TokenUnavailable};
+use crate::oauth::{AccessToken, describe_transport_error, join};
+use crate::store::sync as store;
+
+/// Why a call gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Token(#[from] TokenUnavailable),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Atlassian's hourly quota is exhausted: no request until `until`.
+    #[error("the app's hourly points quota is exhausted; all requests wait until {until}")]
+    QuotaPaused { until: DateTime<Utc> },
+    /// Sync has spent its share of this hour's points; it resumes next hour.
+    #[error("sync has used its share of this hour's points budget; resuming at {until}")]
+    BudgetDeferred { until: DateTime<Utc> },
+    #[error("database error: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// Process-wide pacing state: per (site, endpoint) "not before" instants set by burst 429s.
+/// Shared by every session so that one endpoint's slowdown is honoured by all workers.
+#[derive(Debug, Default, Clone)]
+pub struct Throttles {
+    not_before: Arc<Mutex<HashMap<(String, String), Instant>>>,
+}
+
+impl Throttles {
+    fn wait_until(&self, key: &(String, String)) -> Option<Instant> {
+        let map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).copied().filter(|at| *at > Instant::now())
+    }
+
+    fn hold(&self, key: (String, String), until: Instant) {
+        let mut map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, at| *at > Instant::now());
+        let entry = map.entry(key).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+}
+
+/// A caller for one (site, grant) pair during one run. Counts what it spends.
+#[derive(Debug)]
+pub struct SiteSession<'a> {
+    app: &'a App,
+    refresher: &'a Refresher,
+    throttles: &'a Throttles,
+    grant_id: Uuid,
+    product: &'static str,
+    cloud_id: String,
+    token: Option<AccessToken>,
+    /// Requests sent, including retries.
+    pub requests: i64,
+    /// Points spent, by Atlassian's 2026 model (1 + objects returned).
+    pub points: i64,
+    /// Points left this hour for the app after the last request, as far as atlassync knows.
+    pub points_remaining: Option<i64>,
+}
+
+/// The UTC hour `at` falls in: quota windows reset at the top of each UTC hour.
+pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
+impl<'a> SiteSession<'a> {
+    /// A session for `product` ("jira" or "confluence") of `cloud_id` through `grant_id`.
+    pub fn new(
+        app: &'a App,
+        refresher: &'a Refresher,
+        throttles: &'a Throttles,
+        grant_id: Uuid,
+        product: &'static str,
+        cloud_id: &str,
+    ) -> Self {
+        Self {
+            app,
+            refresher,
+            throttles,
+            grant_id,
+            product,
+            cloud_id: cloud_id.to_owned(),
+            token: None,
+            requests: 0,
+            points: 0,
+            points_remaining: None,
+        }
+    }
+
+    /// `GET` a product path (below `/ex/{product}/{cloudid}/`) with query pairs.
+    pub async fn get<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        query: &[(&str, String)],
+        objects: impl Fn(&T) -> usize,
+    ) -> Result<T, CallError> {
+        self.call(Method::GET, path, query, None, objects).await
+    }
+
+    /// `POST` a read (search, bulk fetch) with a JSON body.
+    pub async fn post<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: serde_json::Value,
+        objects: impl Fn(&T) -> usize,
+    ) -> Result<T, CallError> {
+        self.call(Method::POST, path, &[], Some(body), objects)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+        objects: impl Fn(&T) -> usize,
+    ) -> Result<T, CallError> {
+        let url = join(
+            &self
+                .app
+                .config
+                .api_base_url_for(self.product, &self.cloud_id),
+            path,
+        );
+        let endpoint = (self.cloud_id.clone(), format!("{method} {path}"));
+        let max_retries = self.app.config.sync.max_retries;
+        let mut backoff = backoff();
+        let mut failures = 0u32;
+        let mut refreshed_after_401 = false;
+        loop {
+            self.check_budget().await?;
+            if let Some(until) = self.throttles.wait_until(&endpoint) {
+                tokio::time::sleep_until(until).await;
+            }
+            let token = match &self.token {
+                Some(token) => token.clone(),
+                None => {
+                    let token = self.refresher.access_token(self.grant_id).await?;
+                    self.token = Some(token.clone());
+                    token
+                }
+            };
+            let mut request = self
+                .app
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose())
+                .header(reqwest::header::ACCEPT, "application/json");
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            self.requests += 1;
+            let error = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(bytes) if status.is_success() => {
+                            match serde_json::from_slice::<T>(&bytes) {
+                                Ok(value) => {
+                                    self.spend(1 + objects(&value) as i64).await?;
+                                    return Ok(value);
+                                }
+                                Err(e) => ApiError::Transient(format!(
+                                    "unreadable response from {path}: {e}"
+                                )),
+                            }
+                        }
+                        Ok(bytes) => classify(status.as_u16(), &headers, &bytes),
+                        Err(e) => ApiError::Transient(describe_transport_error(&e)),
+                    }
+                }
+                Err(e) => ApiError::Transient(describe_transport_error(&e)),
+            };
+            // A rejected request still costs its base point.
+            self.spend(1).await?;
+            match error {
+                ApiError::Unauthorized(_) if !refreshed_after_401 => {
+                    refreshed_after_401 = true;
+                    let fresh = self
+                        .refresher
+                        .access_token_after_unauthorized(self.grant_id, &token)
+                        .await?;
+                    self.token = Some(fresh);
+                }
+                ApiError::ScopeMismatch(message) => {
+                    let mut conn = self.app.pool.acquire().await?;
+                    store::record_scope_error(
+                        &mut conn,
+                        self.grant_id,
+                        &self.cloud_id,
+                        self.product,
+                        &message,
+                    )
+                    .await?;
+                    return Err(ApiError::ScopeMismatch(message).into());
+                }
+                ApiError::RateLimited {
+                    retry_after,
+                    reason,
+                } if reason.contains("quota") => {
+                    let now = self.app.clock.now();
+                    let until = match retry_after {
+                        Some(wait) => now + crate::store::delta(wait),
+                        None => hour_start(now) + TimeDelta::hours(1),
+                    };
+                    let mut conn = self.app.pool.acquire().await?;
+                    store::pause_app(&mut conn, hour_start(now), until).await?;
+                    tracing::warn!(site.cloud_id = %self.cloud_id, %reason, %until, "quota exhausted: pausing all requests");
+                    return Err(CallError::QuotaPaused { until });
+                }
+                ApiError::RateLimited {
+                    retry_after,
+                    reason,
+                } if failures < max_retries => {
+                    failures += 1;
+                    // Retry-After is the minimum; without one, back off.
+                    let wait = retry_after
+                        .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
+                    tracing::info!(site.cloud_id = %self.cloud_id, endpoint = %endpoint.1, %reason, wait_ms = wait.as_millis() as u64, "rate limited: slowing this endpoint");
+                    self.throttles.hold(endpoint.clone(), Instant::now() + wait);
+                }
+                ApiError::Transient(message) if failures < max_retries => {
+                    failures += 1;
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::info!(site.cloud_id = %self.cloud_id, endpoint = %endpoint.1, error = %message, wait_ms = wait.as_millis() as u64, "transient failure: retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return Err(other.into()),
+            }
+        }
+    }
+
+    async fn check_budget(&mut self) -> Result<(), CallError> {
+        let now = self.app.clock.now();
+        let hour = hour_start(now);
+        let (used, paused) = {
+            let mut conn = self.app.pool.acquire().await?;
+            store::budget(&mut conn, hour).await?
+        };
+        if let Some(until) = paused.filter(|until| *until > now) {
+            return Err(CallError::QuotaPaused { until });
+        }
+        let quota = i64::from(self.app.config.sync.points_per_hour);
+        let share = quota * (100 - i64::from(self.app.config.sync.budget_reserve_percent)) / 100;
+        self.points_remaining = Some(quota - used);
+        if used >= share {
+            return Err(CallError::BudgetDeferred {
+                until: hour + TimeDelta::hours(1),
+            });
+        }
+        Ok(())
+    }
+
+    async fn spend(&mut self, points: i64) -> Result<(), CallError> {
+        self.points += points;
+        let hour = hour_start(self.app.clock.now());
+        let mut conn = self.app.pool.acquire().await?;
+        let used = store::spend_points(&mut conn, hour, points).await?;
+        self.points_remaining = Some(i64::from(self.app.config.sync.points_per_hour) - used);
+        Ok(())
+    }
+}
+
+/// Atlassian's recommended retry policy: exponential from 2 s, doubling, capped at 30 s,
+/// with jitter.
+fn backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

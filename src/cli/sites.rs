@@ -1,0 +1,99 @@
+//! `sites list` and `sites pin`.
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+
+type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
+
+/// One row of `sites list`.
+#[derive(sqlx::FromRow)]
+struct SiteLine {
+    name: String,
+    product: String,
+    cloud_id: String,
+    elected: Option<String>,
+    pinned: Option<String>,
+    watermark: Timestamp,
+    synced: Timestamp,
+}
+
+/// Prints every synced site.
+pub async fn list(pool: &PgPool) -> anyhow::Result<()> {
+    let rows: Vec<SiteLine> = sqlx::query_as(
+        "SELECT ss.name, ss.product, ss.cloud_id, e.label AS elected, p.label AS pinned,
+                    ss.jira_watermark AS watermark, ss.last_synced_at AS synced
+             FROM synced_sites ss
+             LEFT JOIN grants e ON e.id = ss.elected_grant_id
+             LEFT JOIN grants p ON p.id = ss.pinned_grant_id
+             ORDER BY ss.name, ss.product",
+    )
+    .fetch_all(pool)
+    .await?;
+    let time = |t: Timestamp| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "{:<16} {:<11} {:<38} {:<16} {:<16} {:<17} LAST SYNC",
+        "SITE", "PRODUCT", "CLOUD ID", "ELECTED", "PINNED", "WATERMARK"
+    );
+    for row in rows {
+        println!(
+            "{:<16} {:<11} {:<38} {:<16} {:<16} {:<17} {}",
+            row.name,
+            row.product,
+            row.cloud_id,
+            row.elected.as_deref().unwrap_or("(none healthy)"),
+            row.pinned.as_deref().unwrap_or("-"),
+            time(row.watermark),
+            time(row.synced)
+        );
+    }
+    Ok(())
+}
+
+/// Pins the grant labelled `label` for a site, or clears the pin.
+pub async fn pin(
+    pool: &PgPool,
+    cloud_id: &str,
+    product: &str,
+    label: Option<&str>,
+) -> anyhow::Result<()> {
+    if !matches!(product, "jira" | "confluence") {
+        bail!("--product must be jira or confluence, not `{product}`");
+    }
+    let grant_id = match label {
+        Some(label) => {
+            let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM grants WHERE label = $1")
+                .bind(label)
+                .fetch_all(pool)
+                .await?;
+            match ids.as_slice() {
+                [id] => Some(*id),
+                [] => bail!("no grant is labelled `{label}`"),
+                _ => bail!(
+                    "several grants are labelled `{label}`; relabel one by consenting again with another label"
+                ),
+            }
+        }
+        None => None,
+    };
+    let mut conn = pool.acquire().await?;
+    let pinned = crate::store::sync::pin_grant(&mut conn, cloud_id, product, grant_id)
+        .await
+        .context("pinning")?;
+    if !pinned {
+        bail!(
+            "no synced site {cloud_id} ({product}); `atlassync sites list` shows them after the first sync pass"
+        );
+    }
+    eprintln!(
+        "{}",
+        if grant_id.is_some() {
+            "pinned"
+        } else {
+            "pin cleared"
+        }
+    );
+    Ok(())
+}

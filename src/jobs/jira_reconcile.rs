@@ -1,0 +1,66 @@
+//! Finding deleted Jira issues: there is no "deleted since" feed, so the full id set of the
+//! synced scope is enumerated (ids only, 5,000 a page), local ids missing from it are
+//! confirmed gone with a bulk fetch (search is eventually consistent; bulk fetch reads the
+//! database), and confirmed ones are soft-deleted. Issues that come back are restored.
+
+use std::collections::HashSet;
+
+use crate::app::App;
+use crate::atlassian::jira;
+use crate::atlassian::session::{CallError, SiteSession};
+use crate::store::sync::{self as store, RunTotals, SyncedSite};
+
+/// Reconciles the issue ids of `site`.
+pub async fn reconcile(
+    app: &App,
+    session: &mut SiteSession<'_>,
+    site: &SyncedSite,
+    totals: &mut RunTotals,
+) -> Result<(), CallError> {
+    let started = app.clock.now();
+    let bound = "created >= \"1970-01-01\"";
+    let jql = match app.config.jira.jql.as_deref() {
+        Some(restriction) => format!("({restriction}) AND {bound} ORDER BY id ASC"),
+        None => format!("{bound} ORDER BY id ASC"),
+    };
+    let mut remote: HashSet<String> = HashSet::new();
+    let mut sent: Option<String> = None;
+    loop {
+        let page = jira::search(session, &jql, &["id"], 5000, sent.as_deref()).await?;
+        let next = page.next(sent.as_deref());
+        remote.extend(
+            page.issues
+                .iter()
+                .filter_map(|i| i.get("id").and_then(|v| v.as_str()).map(str::to_owned)),
+        );
+        match next {
+            Some(token) => sent = Some(token),
+            None => break,
+        }
+    }
+
+    let local = {
+        let mut conn = app.pool.acquire().await?;
+        store::live_issue_ids(&mut conn, &site.cloud_id).await?
+    };
+    let candidates: Vec<String> = local
+        .into_iter()
+        .filter(|id| !remote.contains(id))
+        .collect();
+    let mut gone = Vec::new();
+    for chunk in candidates.chunks(100) {
+        let present: HashSet<String> = jira::existing_ids(session, chunk)
+            .await?
+            .into_iter()
+            .collect();
+        gone.extend(chunk.iter().filter(|id| !present.contains(*id)).cloned());
+    }
+    let remote: Vec<String> = remote.into_iter().collect();
+    let mut tx = app.pool.begin().await?;
+    totals.deleted =
+        store::mark_issues_deleted(&mut tx, &site.cloud_id, &gone, started, app.clock.now()).await?
+            as i64;
+    totals.restored = store::restore_issues(&mut tx, &site.cloud_id, &remote).await? as i64;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Incremental Jira sync by `updated`.
+//!
+//! JQL date literals are minute-precise and read in the *calling user's* Jira time zone, so
+//! the watermark (a UTC instant) is converted into that zone before it is written into the
+//! query, floored to the minute, and moved back by `sync.jira_overlap`. Upserts make the
+//! overlap harmless. The watermark advances in the same transaction as each page's rows, so
+//! a run that dies mid-way resumes after the last committed page.
+
+use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::app::App;
+use crate::atlassian::jira::{self, SYNC_FIELDS};
+use crate::atlassian::session::{CallError, SiteSession};
+use crate::store::delta;
+use crate::store::sync::{self as store, IssueRow, RunTotals, SyncedSite};
+
+/// Syncs the issues of `site` updated since its watermark.
+pub async fn incremental(
+    app: &App,
+    session: &mut SiteSession<'_>,
+    site: &SyncedSite,
+    totals: &mut RunTotals,
+) -> Result<(), CallError> {
+    let zone = match jira::time_zone(session).await? {
+        Some(name) => name.parse::<Tz>().unwrap_or_else(|_| {
+            tracing::warn!(site.cloud_id = %site.cloud_id, time_zone = %name, "unknown Jira time zone; assuming UTC");
+            Tz::UTC
+        }),
+        None => Tz::UTC,
+    };
+    let run_started = app.clock.now();
+    let watermark = site.jira_watermark.unwrap_or(DateTime::UNIX_EPOCH);
+    let jql = incremental_jql(
+        app.config.jira.jql.as_deref(),
+        watermark,
+        delta(app.config.sync.jira_overlap),
+        zone,
+    );
+    tracing::debug!(site.cloud_id = %site.cloud_id, %jql, "incremental search");
+    let page_size = app.config.sync.jira_page_size.min(100);
+
+    let mut page = jira::search(session, &jql, SYNC_FIELDS, page_size, None).await?;
+    let mut sent: Option<String> = None;
+    let mut high_water = watermark;
+    loop {
+        let next = page.next(sent.as_deref());
+        let rows: Vec<IssueRow> = std::mem::take(&mut page.issues)
+            .into_iter()
+            .filter_map(jira::issue_row)
+            .collect();
+        if let Some(max) = rows.iter().filter_map(|r| r.updated_at).max() {
+            // Never past the run's start: an issue updated later may not be indexed yet.
+            high_water = high_water.max(max.min(run_started));
+        }
+        // Write this page while the next one downloads.
+        let write = commit_page(app, &site.cloud_id, &rows, high_water);
+        let fetch = async {
+            match &next {
+                Some(token) => {
+                    Some(jira::search(session, &jql, SYNC_FIELDS, page_size, Some(token)).await)
+                }
+                None => None,
+            }
+        };
+        let (written, fetched) = tokio::join!(write, fetch);
+        totals.upserted += written? as i64;
+        totals.watermark_after = Some(high_water);
+        match fetched {
+            None => break,
+            Some(fetched) => {
+                page = fetched?;
+                sent = next;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn commit_page(
+    app: &App,
+    cloud_id: &str,
+    rows: &[IssueRow],
+    watermark: DateTime<Utc>,
+) -> Result<u64, CallError> {
+    let mut tx = app.pool.begin().await?;
+    let written = store::upsert_issues(&mut tx, cloud_id, rows, app.clock.now()).await?;
+    store::advance_watermark(&mut tx, cloud_id, watermark).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// `[(restriction) AND ] updated >= "<watermark - overlap, in zone, floored>" ORDER BY updated ASC, id ASC`.
+pub fn incremental_jql(
+    restriction: Option<&str>,
+    watermark: DateTime<Utc>,
+    overlap: TimeDelta,
+    zone: Tz,
+) -> String {
+    let from = (watermark - overlap).max(DateTime::UNIX_EPOCH);
+    let local = zone.from_utc_datetime(&from.naive_utc());
+    // Flooring to the minute only widens the window.
+    let local = local.duration_trunc(TimeDelta::minutes(1)).unwrap_or(local);
+    let bound = format!("updated >= \"{}\"", local.format("%Y-%m-%d %H:%M"));
+    match restriction {
+        Some(restriction) => format!("({restriction}) AND {bound} ORDER BY updated ASC, id ASC"),
+        None => format!("{bound} ORDER BY updated ASC, id ASC"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn the_watermark_is_written_in_the_users_zone_with_the_overlap() {
+        let watermark = at("2026-03-01T09:14:30Z");
+        let overlap = TimeDelta::minutes(5);
+        assert_eq!(
+            incremental_jql(None, watermark, overlap, Tz::UTC),
+            "updated >= \"2026-03-01 09:09\" ORDER BY updated ASC, id ASC"
+        );
+        // UTC+10 (Brisbane has no DST) and UTC-8 (Los Angeles in winter).
+        assert!(
+            incremental_jql(None, watermark, overlap, Tz::Australia__Brisbane)
+                .contains("\"2026-03-01 19:09\"")
+        );
+        assert!(
+            incremental_jql(None, watermark, overlap, Tz::America__Los_Angeles)
+                .contains("\"2026-03-01 01:09\"")
+        );
+        assert_eq!(
+            incremental_jql(Some("project in (ENG, OPS)"), watermark, overlap, Tz::UTC),
+            "(project in (ENG, OPS)) AND updated >= \"2026-03-01 09:09\" ORDER BY updated ASC, id ASC"
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Running syncs: elect a grant per site, claim the sites due for this schedule tick, run
+//! each through its elected grant, and write a `sync_runs` row per run. When the elected
+//! grant turns out to need a new consent, the site is handed to another healthy grant and
+//! the run continues through it.
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{confluence_sync, jira_reconcile, jira_sync};
+use crate::app::App;
+use crate::atlassian::session::{CallError, SiteSession, Throttles};
+use crate::lifecycle::{Refresher, TokenUnavailable};
+use crate::store::sync::{self as store, RunKind, RunTotals, SyncedSite};
+
+const BATCH: i64 = 8;
+const CONCURRENCY: usize = 2;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub sites: usize,
+    pub ok: usize,
+    pub deferred: usize,
+    pub failed: usize,
+    pub upserted: i64,
+    pub deleted: i64,
+}
+
+/// The pieces a sync needs, shared by every run of one process.
+#[derive(Debug, Clone)]
+pub struct Syncer {
+    pub app: App,
+    pub refresher: Refresher,
+    pub throttles: Throttles,
+}
+
+impl Syncer {
+    /// A syncer over one process's refresher.
+    pub fn new(app: App, refresher: Refresher) -> Self {
+        Self {
+            app,
+            refresher,
+            throttles: Throttles::default(),
+        }
+    }
+
+    /// Runs `kind` for every site not yet done for `tick`.
+    pub async fn run_once(
+        &self,
+        kind: RunKind,
+        tick: chrono::DateTime<chrono::Utc>,
+        stop: &CancellationToken,
+    ) -> Result<SyncReport, sqlx::Error> {
+        self.elect().await?;
+        let mut report = SyncReport::default();
+        while !stop.is_cancelled() {
+            let sites = {
+                let mut conn = self.app.pool.acquire().await?;
+                store::claim_sites(&mut conn, kind, tick, BATCH).await?
+            };
+            if sites.is_empty() {
+                break;
+            }
+            let count = sites.len();
+            let runs: Vec<_> = futures_util::stream::iter(sites)
+                .map(|site| self.run_site(kind, site))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for run in runs {
+                let (outcome, totals) = run?;
+                report.sites += 1;
+                report.upserted += totals.upserted;
+                report.deleted += totals.deleted;
+                match outcome {
+                    Outcome::Ok => report.ok += 1,
+                    Outcome::Deferred => report.deferred += 1,
+                    Outcome::Failed => report.failed += 1,
+                }
+            }
+            if (count as i64) < BATCH {
+                break;
+            }
+        }
+        if report.sites > 0 {
+            tracing::info!(kind = kind.as_str(), ?report, "sync pass");
+        }
+        Ok(report)
+    }
+
+    async fn elect(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.app.pool.acquire().await?;
+        for (cloud_id, product, old, new) in
+            store::elect_grants(&mut conn, self.app.clock.now()).await?
+        {
+            tracing::info!(site.cloud_id = %cloud_id, site.product = %product, ?old, ?new, "site elected a grant");
+        }
+        Ok(())
+    }
+
+    /// Runs one site, handing it over once if its grant needs a new consent.
+    async fn run_site(
+        &self,
+        kind: RunKind,
+        mut site: SyncedSite,
+    ) -> Result<(Outcome, RunTotals), sqlx::Error> {
+        let mut handed_over = false;
+        loop {
+            let Some(grant_id) = site.elected_grant_id else {
+                return Ok((Outcome::Deferred, RunTotals::default()));
+            };
+            let (outcome, totals, error) = self.run_with_grant(kind, &site, grant_id).await?;
+            let needs_reauth = matches!(
+                error,
+                Some(CallError::Token(TokenUnavailable::NeedsReauth(_)))
+                    | Some(CallError::Api(crate::atlassian::ApiError::ScopeMismatch(_)))
+            );
+            if needs_reauth && !handed_over {
+                handed_over = true;
+                self.elect().await?;
+                let mut conn = self.app.pool.acquire().await?;
+                let reloaded: Option<SyncedSite> = sqlx::query_as(
+                    "SELECT cloud_id, product, name, url, elected_grant_id, pinned_grant_id, jira_watermark
+                     FROM synced_sites WHERE cloud_id = $1 AND product = $2",
+                )
+                .bind(&site.cloud_id)
+                .bind(&site.product)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match reloaded {
+                    Some(next)
+                        if next.elected_grant_id.is_some()
+                            && next.elected_grant_id != Some(grant_id) =>
+                    {
+                        tracing::info!(site.cloud_id = %site.cloud_id, from = %grant_id, to = ?next.elected_grant_id, "site handed to another grant");
+                        site = next;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok((outcome, totals));
+        }
+    }
+
+    async fn run_with_grant(
+        &self,
+        kind: RunKind,
+        site: &SyncedSite,
+        grant_id: uuid::Uuid,
+    ) -> Result<(Outcome, RunTotals, Option<CallError>), sqlx::Error> {
+        let started = Instant::now();
+        let run_id = {
+            let mut conn = self.app.pool.acquire().await?;
+            store::start_run(&mut conn, site, kind, grant_id, self.app.clock.now()).await?
+        };
+        let product = kind.product();
+        let mut session = SiteSession::new(
+            &self.app,
+            &self.refresher,
+            &self.throttles,
+            grant_id,
+            product,
+            &site.cloud_id,
+        );
+        let mut totals = RunTotals::default();
+        let result = match kind {
+            RunKind::JiraIncremental => {
+                jira_sync::incremental(&self.app, &mut session, site, &mut totals).await
+            }
+            RunKind::JiraReconcile => {
+                jira_reconcile::reconcile(&self.app, &mut session, site, &mut totals).await
+            }
+            RunKind::ConfluenceSpaces => {
+                confluence_sync::spaces(&self.app, &mut session, site, &mut totals).await
+            }
+        };
+        totals.requests = session.requests;
+        totals.points_used = session.points;
+        totals.points_remaining = session.points_remaining;
+        let (outcome, error) = match result {
+            Ok(()) => (Outcome::Ok, None),
+            Err(CallError::Store(e)) => return Err(e),
+            Err(e @ (CallError::BudgetDeferred { .. } | CallError::QuotaPaused { .. })) => {
+                (Outcome::Deferred, Some(e))
+            }
+            Err(e) => (Outcome::Failed, Some(e)),
+        };
+        let message = error.as_ref().map(ToString::to_string);
+        let now = self.app.clock.now();
+        let mut conn = self.app.pool.acquire().await?;
+        store::finish_run(
+            &mut conn,
+            run_id,
+            outcome.as_str(),
+            message.as_deref(),
+            &totals,
+            started.elapsed().as_millis() as i64,
+            now,
+        )
+        .await?;
+        if outcome == Outcome::Ok {
+            store::mark_site_synced(&mut conn, &site.cloud_id, &site.product, kind, now).await?;
+        }
+        tracing::info!(
+            sync.kind = kind.as_str(),
+            site.cloud_id = %site.cloud_id,
+            grant.id = %grant_id,
+            outcome = outcome.as_str(),
+            upserted = totals.upserted,
+            deleted = totals.deleted,
+            requests = totals.requests,
+            points = totals.points_used,
+            points_remaining = totals.points_remaining,
+            error = message.as_deref(),
+            "sync run"
+        );
+        Ok((outcome, totals, error))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Deferred,
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+        }
+    }
+}
