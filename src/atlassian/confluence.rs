@@ -47,7 +47,7 @@ pub async fn spaces(
         query.push(("cursor", cursor.to_owned()));
     }
     session
-        .get("wiki/api/v2/spaces", &query, |page: &SpacesPage| {
+        .get("wiki/api/v2/spaces", &query, 250, |page: &SpacesPage| {
             page.results.len()
         })
         .await

@@ -57,7 +57,7 @@ struct Myself {
 
 /// The calling user's Jira time zone (JQL date literals are read in it).
 pub async fn time_zone(session: &mut SiteSession<'_>) -> Result<Option<String>, CallError> {
-    let me: Myself = session.get("rest/api/3/myself", &[], |_| 1).await?;
+    let me: Myself = session.get("rest/api/3/myself", &[], 1, |_| 1).await?;
     Ok(me.time_zone)
 }
 
@@ -78,9 +78,12 @@ pub async fn search(
         body["nextPageToken"] = Value::String(token.to_owned());
     }
     session
-        .post("rest/api/3/search/jql", body, |page: &SearchPage| {
-            page.issues.len()
-        })
+        .post(
+            "rest/api/3/search/jql",
+            body,
+            page_size as usize,
+            |page: &SearchPage| page.issues.len(),
+        )
         .await
 }
 
@@ -97,9 +100,12 @@ pub async fn existing_ids(
 ) -> Result<Vec<String>, CallError> {
     let body = serde_json::json!({ "issueIdsOrKeys": ids, "fields": ["updated"] });
     let found: BulkFetch = session
-        .post("rest/api/3/issue/bulkfetch", body, |b: &BulkFetch| {
-            b.issues.len()
-        })
+        .post(
+            "rest/api/3/issue/bulkfetch",
+            body,
+            ids.len(),
+            |b: &BulkFetch| b.issues.len(),
+        )
         .await?;
     Ok(found
         .issues

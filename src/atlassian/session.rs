@@ -108,23 +108,28 @@ impl<'a> SiteSession<'a> {
     }
 
     /// `GET` a product path (below `/ex/{product}/{cloudid}/`) with query pairs.
+    /// `most_objects` bounds the objects the answer can carry, which bounds its cost;
+    /// `objects` counts the ones it did carry.
     pub async fn get<T: DeserializeOwned>(
         &mut self,
         path: &str,
         query: &[(&str, String)],
+        most_objects: usize,
         objects: impl Fn(&T) -> usize,
     ) -> Result<T, CallError> {
-        self.call(Method::GET, path, query, None, objects).await
+        self.call(Method::GET, path, query, None, most_objects, objects)
+            .await
     }
 
-    /// `POST` a read (search, bulk fetch) with a JSON body.
+    /// `POST` a read (search, bulk fetch) with a JSON body; see [`SiteSession::get`].
     pub async fn post<T: DeserializeOwned>(
         &mut self,
         path: &str,
         body: serde_json::Value,
+        most_objects: usize,
         objects: impl Fn(&T) -> usize,
     ) -> Result<T, CallError> {
-        self.call(Method::POST, path, &[], Some(body), objects)
+        self.call(Method::POST, path, &[], Some(body), most_objects, objects)
             .await
     }
 
@@ -134,8 +139,10 @@ impl<'a> SiteSession<'a> {
         path: &str,
         query: &[(&str, String)],
         body: Option<serde_json::Value>,
+        most_objects: usize,
         objects: impl Fn(&T) -> usize,
     ) -> Result<T, CallError> {
+        let most_points = 1 + most_objects as i64;
         let url = join(
             &self
                 .app
@@ -149,7 +156,7 @@ impl<'a> SiteSession<'a> {
         let mut failures = 0u32;
         let mut refreshed_after_401 = false;
         loop {
-            self.check_budget().await?;
+            self.check_budget(most_points).await?;
             if let Some(until) = self.throttles.wait_until(&endpoint) {
                 tokio::time::sleep_until(until).await;
             }
@@ -208,15 +215,7 @@ impl<'a> SiteSession<'a> {
                     self.token = Some(fresh);
                 }
                 ApiError::ScopeMismatch(message) => {
-                    let mut conn = self.app.pool.acquire().await?;
-                    store::record_scope_error(
-                        &mut conn,
-                        self.grant_id,
-                        &self.cloud_id,
-                        self.product,
-                        &message,
-                    )
-                    .await?;
+                    self.record_scope_problem(path, &message).await?;
                     return Err(ApiError::ScopeMismatch(message).into());
                 }
                 ApiError::RateLimited {
@@ -255,7 +254,44 @@ impl<'a> SiteSession<'a> {
         }
     }
 
-    async fn check_budget(&mut self) -> Result<(), CallError> {
+    /// A second 401 saying "scope does not match" is a scope problem, not an expired token:
+    /// it is recorded on the site (taking this grant out of the site's election) and raised
+    /// as a `scopes_missing` alert, in one transaction.
+    async fn record_scope_problem(&self, path: &str, message: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.app.pool.begin().await?;
+        let detail = format!("{message} (calling {path})");
+        store::record_scope_error(
+            &mut tx,
+            self.grant_id,
+            &self.cloud_id,
+            self.product,
+            &detail,
+        )
+        .await?;
+        if let Some(grant) = crate::store::grants::get_grant(&mut tx, self.grant_id).await? {
+            let reason = format!(
+                "Atlassian refused this grant's token for {} on site {}: {detail}; the user must consent again with the full scope list",
+                self.product, self.cloud_id
+            );
+            crate::alerts::raise(
+                &mut tx,
+                self.app,
+                &grant,
+                crate::alerts::Condition {
+                    kind: crate::store::alerts::AlertKind::ScopesMissing,
+                    site: Some((&self.cloud_id, self.product)),
+                    reason: &reason,
+                    since: self.app.clock.now(),
+                    deadline: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Refuses a request that could take sync past its share of the hour's points.
+    async fn check_budget(&mut self, most_points: i64) -> Result<(), CallError> {
         let now = self.app.clock.now();
         let hour = hour_start(now);
         let (used, paused) = {
@@ -268,7 +304,7 @@ impl<'a> SiteSession<'a> {
         let quota = i64::from(self.app.config.sync.points_per_hour);
         let share = quota * (100 - i64::from(self.app.config.sync.budget_reserve_percent)) / 100;
         self.points_remaining = Some(quota - used);
-        if used >= share {
+        if used + most_points > share {
             return Err(CallError::BudgetDeferred {
                 until: hour + TimeDelta::hours(1),
             });

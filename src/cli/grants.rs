@@ -107,7 +107,14 @@ pub fn render_table(reports: &[GrantReport]) -> String {
             }
             let mut status = r.status.to_string();
             if let Some(reason) = &r.status_reason {
-                status.push_str(&format!(" ({reason})"));
+                // The full reason is in `--json` and the alert; keep the table readable.
+                let short: String = reason.chars().take(40).collect();
+                let ellipsis = if reason.chars().count() > 40 {
+                    "…"
+                } else {
+                    ""
+                };
+                status.push_str(&format!(" ({short}{ellipsis})"));
             }
             [
                 r.label.clone(),

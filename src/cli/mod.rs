@@ -163,7 +163,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo => {
-            init_logging(LogFormat::Pretty, "warn");
+            // The tour prints what matters; logs would only interleave with it.
+            init_logging(LogFormat::Pretty, "error");
             crate::demo::run().await?;
             return Ok(ExitCode::SUCCESS);
         }

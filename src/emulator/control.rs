@@ -1,5 +1,10 @@
 //! The `/_emulator/` JSON control API: the [`EmulatorHandle`](super::EmulatorHandle) methods
 //! over HTTP, for the standalone `atlassync emulator` process.
+//!
+//! Phase 2 adds, per site, `issues` and `spaces` (`GET` list, `PUT` upsert, `POST …/generate`,
+//! `POST …/delete`, `GET issues/deleted`), and globally `faults` (`POST` one, `DELETE` all),
+//! `faults/error-rate` (`PUT`), `requests` (`GET` the log, `DELETE` it), `quota` (`GET`, `PUT`)
+//! and `burst` (`PUT`). Control calls are neither faulted nor logged.
 
 use std::sync::Arc;
 
@@ -7,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::TimeDelta;
 use serde::Deserialize;
@@ -16,7 +21,9 @@ use serde_json::json;
 
 use super::server::Shared;
 use super::state::ControlError;
-use super::{ConsentDecision, NewUser, Product};
+use super::{
+    ConsentDecision, DataError, ErrorRate, Fault, IssueChange, NewUser, Product, SpaceChange, admin,
+};
 
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,8 @@ enum ControlApiError {
     BadRequest(String),
     #[error(transparent)]
     Rejected(#[from] ControlError),
+    #[error(transparent)]
+    Data(#[from] DataError),
 }
 
 impl IntoResponse for ControlApiError {
@@ -37,6 +46,16 @@ impl IntoResponse for ControlApiError {
                 | ControlError::UnknownSite(_)
                 | ControlError::NoGrant(_),
             ) => StatusCode::NOT_FOUND,
+            ControlApiError::Data(error) => match error {
+                DataError::InvalidValue { .. } => StatusCode::BAD_REQUEST,
+                DataError::DuplicateKey(_) => StatusCode::CONFLICT,
+                DataError::UnknownSite(_)
+                | DataError::ProductNotRunning { .. }
+                | DataError::UnknownIssue(_)
+                | DataError::UnknownProject(_)
+                | DataError::UnknownSpace(_)
+                | DataError::UnknownAccount(_) => StatusCode::NOT_FOUND,
+            },
         };
         (status, Json(json!({"error": self.to_string()}))).into_response()
     }
@@ -62,6 +81,24 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/grants/{account_id}/revoke-site", post(revoke_site))
         .route("/grants/{account_id}/scopes", post(set_scopes))
         .route("/counters", get(counters))
+        .route(
+            "/sites/{cloud_id}/issues",
+            get(list_issues).put(upsert_issue),
+        )
+        .route("/sites/{cloud_id}/issues/generate", post(generate_issues))
+        .route("/sites/{cloud_id}/issues/delete", post(delete_issues))
+        .route("/sites/{cloud_id}/issues/deleted", get(deleted_issues))
+        .route(
+            "/sites/{cloud_id}/spaces",
+            get(list_spaces).put(upsert_space),
+        )
+        .route("/sites/{cloud_id}/spaces/generate", post(generate_spaces))
+        .route("/sites/{cloud_id}/spaces/delete", post(delete_spaces))
+        .route("/faults", post(inject_fault).delete(clear_faults))
+        .route("/faults/error-rate", put(set_error_rate))
+        .route("/requests", get(request_log).delete(clear_request_log))
+        .route("/quota", get(quota).put(set_quota))
+        .route("/burst", put(set_burst))
 }
 
 fn clock_body(shared: &Shared) -> Json<serde_json::Value> {
@@ -190,4 +227,192 @@ async fn set_scopes(
 /// `GET /_emulator/counters` → [`Counters`](super::Counters).
 async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     Json(shared.with_state(|s| s.counters().clone())).into_response()
+}
+
+#[derive(Deserialize)]
+struct GenerateIssues {
+    project_key: String,
+    count: usize,
+}
+
+/// `POST /_emulator/sites/{cloud_id}/issues/generate {"project_key","count"}` → 201 `{"ids"}`.
+async fn generate_issues(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let GenerateIssues { project_key, count } = parse(&body)?;
+    let ids = admin::create_issues(&shared, &cloud_id, &project_key, count)?;
+    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+}
+
+/// `GET /_emulator/sites/{cloud_id}/issues` → `[IssueSnapshot]`, ascending by id.
+async fn list_issues(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+) -> ControlResult {
+    Ok(Json(admin::issues(&shared, &cloud_id)?).into_response())
+}
+
+/// `PUT /_emulator/sites/{cloud_id}/issues` with an `IssueChange` → the `IssueSnapshot`.
+async fn upsert_issue(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let change: IssueChange = parse(&body)?;
+    Ok(Json(admin::upsert_issue(&shared, &cloud_id, &change)?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Ids {
+    ids: Vec<String>,
+}
+
+/// `POST /_emulator/sites/{cloud_id}/issues/delete {"ids":[id or key]}` → `{"deleted": n}`.
+async fn delete_issues(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let Ids { ids } = parse(&body)?;
+    let deleted = admin::delete_issues(&shared, &cloud_id, &ids)?;
+    Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+/// `GET /_emulator/sites/{cloud_id}/issues/deleted` → `{"ids": [..]}`.
+async fn deleted_issues(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+) -> ControlResult {
+    let ids = admin::deleted_issue_ids(&shared, &cloud_id)?;
+    Ok(Json(json!({ "ids": ids })).into_response())
+}
+
+#[derive(Deserialize)]
+struct GenerateSpaces {
+    count: usize,
+}
+
+/// `POST /_emulator/sites/{cloud_id}/spaces/generate {"count"}` → 201 `{"ids"}`.
+async fn generate_spaces(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let GenerateSpaces { count } = parse(&body)?;
+    let ids = admin::create_spaces(&shared, &cloud_id, count)?;
+    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+}
+
+/// `GET /_emulator/sites/{cloud_id}/spaces` → `[SpaceSnapshot]`, ascending by id.
+async fn list_spaces(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+) -> ControlResult {
+    Ok(Json(admin::spaces(&shared, &cloud_id)?).into_response())
+}
+
+/// `PUT /_emulator/sites/{cloud_id}/spaces` with a `SpaceChange` → the `SpaceSnapshot`.
+async fn upsert_space(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let change: SpaceChange = parse(&body)?;
+    Ok(Json(admin::upsert_space(&shared, &cloud_id, &change)?).into_response())
+}
+
+/// `POST /_emulator/sites/{cloud_id}/spaces/delete {"ids":[id or key]}` → `{"deleted": n}`.
+async fn delete_spaces(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let Ids { ids } = parse(&body)?;
+    let deleted = admin::delete_spaces(&shared, &cloud_id, &ids)?;
+    Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+/// `POST /_emulator/faults` with a `Fault` (`{"kind":..,"path_prefix":..,"times":..}`) → 204.
+async fn inject_fault(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let fault: Fault = parse(&body)?;
+    shared.with_faults(|faults| faults.push(fault));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /_emulator/faults` → 204 (queue and error rate cleared).
+async fn clear_faults(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    shared.with_faults(|faults| faults.clear());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `PUT /_emulator/faults/error-rate` with an `ErrorRate` or `null` → 204.
+async fn set_error_rate(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let rate: Option<ErrorRate> = parse(&body)?;
+    if rate
+        .as_ref()
+        .is_some_and(|r| !(0.0..=1.0).contains(&r.probability))
+    {
+        return Err(ControlApiError::BadRequest(
+            "probability must be between 0 and 1".into(),
+        ));
+    }
+    shared.with_faults(|faults| faults.set_error_rate(rate));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /_emulator/requests` → `[LoggedRequest]`, oldest first.
+async fn request_log(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    Json(shared.with_log(|log| log.entries())).into_response()
+}
+
+/// `DELETE /_emulator/requests` → 204.
+async fn clear_request_log(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    shared.with_log(|log| log.clear());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /_emulator/quota` → `{"jira": QuotaUsage, "confluence": QuotaUsage,
+/// "burst_requests_per_second": N|null}`.
+async fn quota(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    let now = shared.now();
+    let body = shared.with_limits(|limits| {
+        json!({
+            "jira": limits.usage(Product::Jira, now),
+            "confluence": limits.usage(Product::Confluence, now),
+            "burst_requests_per_second": limits.burst_rate(),
+        })
+    });
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetQuota {
+    product: Product,
+    points_per_hour: Option<u64>,
+}
+
+/// `PUT /_emulator/quota {"product":"jira","points_per_hour":N|null}` → 204.
+async fn set_quota(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let SetQuota {
+        product,
+        points_per_hour,
+    } = parse(&body)?;
+    shared.with_limits(|limits| limits.set_quota(product, points_per_hour));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct SetBurst {
+    requests_per_second: Option<u32>,
+}
+
+/// `PUT /_emulator/burst {"requests_per_second":N|null}` → 204.
+async fn set_burst(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let SetBurst {
+        requests_per_second,
+    } = parse(&body)?;
+    shared.with_limits(|limits| limits.set_burst_rate(requests_per_second));
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,7 +5,9 @@
 //! expired or revoked token) and then call [`Caller::authorize`] with the endpoint's
 //! [`ScopeRequirement`], the path's cloud id and the product. Checks run in that order:
 //! token (401), scopes (401 "scope does not match"), site (404). Every response of these routes
-//! is counted by [`count_api_calls`].
+//! is counted by [`count_api_calls`]. Product routes (`/ex/...`) also pass the rate limiter
+//! ([`rate_limit::enforce`]), which authenticates once and hands the [`Caller`] on in the
+//! request extensions.
 
 use std::sync::Arc;
 
@@ -18,10 +20,11 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::Product;
+use super::rate_limit::{self, Cost};
 use super::server::Shared;
 pub(crate) use super::state::Caller;
 use super::state::Site;
+use super::{Product, confluence, jira};
 
 /// Gateway-level refusals, with the bodies 3LO callers observe (atlassian-api.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -116,7 +119,7 @@ impl Caller {
 }
 
 /// `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -130,6 +133,10 @@ impl FromRequestParts<Arc<Shared>> for Caller {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
+        // The rate limiter may already have authenticated this request.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let token = bearer_token(&parts.headers).ok_or(GatewayError::Unauthorized)?;
         let now = shared.now();
         shared
@@ -150,21 +157,29 @@ async fn count_api_calls(
     response
 }
 
-/// Gateway routes; later phases add product routes here (more specific paths win over the
-/// catch-alls).
+/// Gateway routes: identity endpoints, then the product routes behind the rate limiter (more
+/// specific paths win over the catch-alls).
 pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    let products = Router::new()
+        .route("/ex/jira/{cloud_id}/rest/api/3/myself", get(jira_myself))
+        .merge(jira::routes())
+        .merge(confluence::routes())
+        .route("/ex/jira/{cloud_id}/{*rest}", any(jira_not_found))
+        .route(
+            "/ex/confluence/{cloud_id}/{*rest}",
+            any(confluence_not_found),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            rate_limit::enforce,
+        ));
     Router::new()
         .route(
             "/oauth/token/accessible-resources",
             get(accessible_resources),
         )
         .route("/me", get(me))
-        .route("/ex/jira/{cloud_id}/rest/api/3/myself", get(jira_myself))
-        .route("/ex/jira/{cloud_id}/{*rest}", any(jira_not_found))
-        .route(
-            "/ex/confluence/{cloud_id}/{*rest}",
-            any(confluence_not_found),
-        )
+        .merge(products)
         .route_layer(middleware::from_fn_with_state(shared, count_api_calls))
 }
 
@@ -259,7 +274,10 @@ async fn jira_myself(
         "applicationRoles": {"size": 0, "items": []},
         "expand": "groups,applicationRoles",
     });
-    Ok(([("x-aaccountid", user.account_id.clone())], Json(body)).into_response())
+    let mut response = ([("x-aaccountid", user.account_id.clone())], Json(body)).into_response();
+    // One user: an identity object, 2 points (atlassian-api.md §8.1).
+    response.extensions_mut().insert(Cost(2));
+    Ok(response)
 }
 
 fn initials(name: &str) -> String {

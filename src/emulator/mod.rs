@@ -14,16 +14,45 @@
 //! - `consent_page`: the HTML consent and error pages;
 //! - `gateway`: bearer authentication (reusable by later endpoints), accessible-resources, `/me`,
 //!   Jira `myself`;
+//! - `products`: the Jira and Confluence data of every site (its own lock), with `issues` (one
+//!   site's projects, issues and ordered indexes), `spaces` (one site's spaces) and
+//!   `generator` (realistic reproducible data);
+//! - `jql`: the JQL subset (parser, time-zone-aware compiler, evaluator);
+//! - `issue_view`: Jira's issue JSON; `page_token`: sealed page tokens and cursors;
+//! - `jira`: search/jql, approximate-count, bulkfetch, GET issue, the 410 legacy search;
+//! - `confluence`: v2 spaces with cursor paging;
+//! - `rate_limit`: points quota and burst buckets with their headers;
+//! - `faults`: fault injection and the request log; `listener`: connections a fault can reset;
+//! - `admin`: the data operations shared by the handle and the control API;
 //! - `control`: the `/_emulator/` JSON API;
 //! - `server`: shared state, router and the listening task.
 
+mod admin;
+mod confluence;
 mod consent_page;
 mod control;
+mod faults;
 mod gateway;
+mod generator;
+mod issue_view;
+mod issues;
+mod jira;
+mod jql;
+mod listener;
 mod oauth;
+mod page_token;
+mod products;
+mod rate_limit;
 mod server;
+mod spaces;
 mod state;
 mod token;
+
+pub use faults::{ErrorRate, Fault, FaultKind, LoggedRequest};
+pub use issues::{IssueChange, IssueSnapshot};
+pub use products::DataError;
+pub use rate_limit::{BurstClock, QuotaUsage};
+pub use spaces::{SpaceChange, SpaceSnapshot, SpaceStatus, SpaceType};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -62,6 +91,22 @@ pub struct EmulatorConfig {
     pub revocation_kills_access_tokens: bool,
     /// Which error body a failed refresh gets.
     pub refresh_error_variant: RefreshErrorVariant,
+    /// Points per UTC hour of each product's app quota (atlassian-api.md §8.1 Tier 1: 65,000);
+    /// `None` disables the quota. Jira and Confluence have separate pools.
+    pub quota_points_per_hour: Option<u64>,
+    /// Burst limit per tenant × endpoint × method, in requests per second (§8.1: 100);
+    /// `None` disables it.
+    pub burst_requests_per_second: Option<u32>,
+    /// Which clock refills burst buckets (wall time by default, so a frozen test clock does not
+    /// starve them).
+    pub burst_clock: BurstClock,
+    /// How long a `search/jql` `nextPageToken` stays valid (§6.2: 7 days).
+    pub page_token_ttl: Duration,
+    /// Most ids or keys one `issue/bulkfetch` accepts (§6.4: 100).
+    pub bulkfetch_max_issues: usize,
+    /// Serve `"nextPageToken": null` on the last search page instead of omitting it (both are
+    /// observed; the schema only allows omission).
+    pub null_next_page_token_on_last_page: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -77,6 +122,12 @@ impl Default for EmulatorConfig {
             code_ttl: Duration::from_secs(10 * 60),
             revocation_kills_access_tokens: true,
             refresh_error_variant: RefreshErrorVariant::InvalidGrant,
+            quota_points_per_hour: Some(65_000),
+            burst_requests_per_second: Some(100),
+            burst_clock: BurstClock::Wall,
+            page_token_ttl: Duration::from_secs(7 * DAY),
+            bulkfetch_max_issues: 100,
+            null_next_page_token_on_last_page: false,
         }
     }
 }
@@ -96,6 +147,15 @@ impl fmt::Debug for EmulatorConfig {
                 &self.revocation_kills_access_tokens,
             )
             .field("refresh_error_variant", &self.refresh_error_variant)
+            .field("quota_points_per_hour", &self.quota_points_per_hour)
+            .field("burst_requests_per_second", &self.burst_requests_per_second)
+            .field("burst_clock", &self.burst_clock)
+            .field("page_token_ttl", &self.page_token_ttl)
+            .field("bulkfetch_max_issues", &self.bulkfetch_max_issues)
+            .field(
+                "null_next_page_token_on_last_page",
+                &self.null_next_page_token_on_last_page,
+            )
             .finish()
     }
 }
@@ -314,6 +374,124 @@ impl EmulatorHandle {
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         self.shared.with_state(|s| s.counters().clone())
+    }
+
+    // ----- Jira data ----------------------------------------------------------------------------
+
+    /// Generates `n` realistic issues in project `project_key` of `cloud_id` (the project is
+    /// created on first use; issues are assigned among the site's users, created over a period
+    /// ending now); returns their ids. An unknown site or one without Jira yields none.
+    pub fn create_issues(&self, cloud_id: &str, project_key: &str, n: usize) -> Vec<String> {
+        admin::create_issues(&self.shared, cloud_id, project_key, n).unwrap_or_else(|error| {
+            tracing::warn!(%error, "emulator: create_issues ignored");
+            Vec::new()
+        })
+    }
+
+    /// Creates or changes one issue with an explicit `updated` instant.
+    pub fn upsert_issue(
+        &self,
+        cloud_id: &str,
+        change: IssueChange,
+    ) -> Result<IssueSnapshot, DataError> {
+        admin::upsert_issue(&self.shared, cloud_id, &change)
+    }
+
+    /// Deletes issues by id or key (they join the deleted-issues set); returns how many existed.
+    pub fn delete_issues<S: AsRef<str>>(&self, cloud_id: &str, ids: &[S]) -> usize {
+        admin::delete_issues(&self.shared, cloud_id, ids).unwrap_or_else(|error| {
+            tracing::warn!(%error, "emulator: delete_issues ignored");
+            0
+        })
+    }
+
+    /// The truth about the site's live issues, ascending by id (empty for an unknown site).
+    pub fn issues(&self, cloud_id: &str) -> Vec<IssueSnapshot> {
+        admin::issues(&self.shared, cloud_id).unwrap_or_default()
+    }
+
+    /// Ids of the site's deleted issues, ascending.
+    pub fn deleted_issue_ids(&self, cloud_id: &str) -> Vec<String> {
+        admin::deleted_issue_ids(&self.shared, cloud_id).unwrap_or_default()
+    }
+
+    // ----- Confluence data ----------------------------------------------------------------------
+
+    /// Generates `n` spaces (team spaces, personal spaces for the site's users, a few archived);
+    /// returns their ids.
+    pub fn create_spaces(&self, cloud_id: &str, n: usize) -> Vec<String> {
+        admin::create_spaces(&self.shared, cloud_id, n).unwrap_or_else(|error| {
+            tracing::warn!(%error, "emulator: create_spaces ignored");
+            Vec::new()
+        })
+    }
+
+    /// Creates or changes one space.
+    pub fn upsert_space(
+        &self,
+        cloud_id: &str,
+        change: SpaceChange,
+    ) -> Result<SpaceSnapshot, DataError> {
+        admin::upsert_space(&self.shared, cloud_id, &change)
+    }
+
+    /// Deletes spaces by id or key; returns how many existed.
+    pub fn delete_spaces<S: AsRef<str>>(&self, cloud_id: &str, ids: &[S]) -> usize {
+        admin::delete_spaces(&self.shared, cloud_id, ids).unwrap_or_else(|error| {
+            tracing::warn!(%error, "emulator: delete_spaces ignored");
+            0
+        })
+    }
+
+    /// The truth about the site's live spaces, ascending by id.
+    pub fn spaces(&self, cloud_id: &str) -> Vec<SpaceSnapshot> {
+        admin::spaces(&self.shared, cloud_id).unwrap_or_default()
+    }
+
+    // ----- faults, log, limits ------------------------------------------------------------------
+
+    /// Queues a fault for the next matching requests (first queued, first served).
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.with_faults(|faults| faults.push(fault));
+    }
+
+    /// Sets (or with `None` clears) the random error rate.
+    pub fn set_error_rate(&self, rate: Option<ErrorRate>) {
+        self.shared
+            .with_faults(|faults| faults.set_error_rate(rate));
+    }
+
+    /// Drops every queued fault and the error rate.
+    pub fn clear_faults(&self) {
+        self.shared.with_faults(|faults| faults.clear());
+    }
+
+    /// Every request seen outside `/_emulator/` (the latest 100,000), oldest first.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.with_log(|log| log.entries())
+    }
+
+    /// Empties the request log.
+    pub fn clear_request_log(&self) {
+        self.shared.with_log(|log| log.clear());
+    }
+
+    /// Sets a product's points per UTC hour (`None`: unlimited); points spent this hour stay.
+    pub fn set_quota(&self, product: Product, points_per_hour: Option<u64>) {
+        self.shared
+            .with_limits(|limits| limits.set_quota(product, points_per_hour));
+    }
+
+    /// A product's quota and what is spent of it this hour.
+    pub fn quota_usage(&self, product: Product) -> QuotaUsage {
+        let now = self.now();
+        self.shared.with_limits(|limits| limits.usage(product, now))
+    }
+
+    /// Sets the burst rate per tenant × endpoint × method (`None`: no burst limit).
+    pub fn set_burst_limit(&self, requests_per_second: Option<u32>) {
+        self.shared
+            .with_limits(|limits| limits.set_burst_rate(requests_per_second));
     }
 
     /// Stops serving (in-flight requests finish). Idempotent.

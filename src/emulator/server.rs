@@ -5,11 +5,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::middleware;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::faults::{self, FaultBook, RequestLog};
+use super::jira::JiraPolicy;
+use super::listener::{ConnTag, ResettableListener};
+use super::page_token::PageKey;
+use super::products::Products;
+use super::rate_limit::RateLimiter;
 use super::state::{Policy, State};
 use super::{EmulatorConfig, EmulatorHandle, ServerLifetime, control, gateway, oauth};
 use crate::clock::Clock;
@@ -20,6 +27,14 @@ pub(crate) struct Shared {
     /// The emulator's own offset on top of the injected clock.
     offset: Mutex<TimeDelta>,
     state: Mutex<State>,
+    /// Jira and Confluence data. Never locked together with `state`.
+    products: Mutex<Products>,
+    limits: Mutex<RateLimiter>,
+    faults: Mutex<FaultBook>,
+    log: Mutex<RequestLog>,
+    /// Seals page tokens and cursors.
+    page_key: PageKey,
+    jira_policy: JiraPolicy,
     /// Root URL of this server, used to build gateway `self` links.
     base_url: Url,
 }
@@ -53,16 +68,53 @@ impl Shared {
         f(&mut state)
     }
 
+    /// Runs `f` with the product data locked. `f` must not block or await.
+    pub(crate) fn with_products<R>(&self, f: impl FnOnce(&mut Products) -> R) -> R {
+        let mut products = self.products.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut products)
+    }
+
+    /// Runs `f` with the rate limiter locked.
+    pub(crate) fn with_limits<R>(&self, f: impl FnOnce(&mut RateLimiter) -> R) -> R {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut limits)
+    }
+
+    /// Runs `f` with the fault book locked.
+    pub(crate) fn with_faults<R>(&self, f: impl FnOnce(&mut FaultBook) -> R) -> R {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut faults)
+    }
+
+    /// Runs `f` with the request log locked.
+    pub(crate) fn with_log<R>(&self, f: impl FnOnce(&mut RequestLog) -> R) -> R {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut log)
+    }
+
+    pub(crate) fn page_key(&self) -> &PageKey {
+        &self.page_key
+    }
+
+    pub(crate) fn jira_policy(&self) -> &JiraPolicy {
+        &self.jira_policy
+    }
+
     pub(crate) fn base_url(&self) -> &Url {
         &self.base_url
     }
 }
 
-/// All routes on one router: auth host, API gateway and control API.
+/// All routes on one router: auth host and API gateway (behind fault injection and the request
+/// log), and the control API (outside them).
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(oauth::routes())
         .merge(gateway::routes(shared.clone()))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            faults::inject_and_log,
+        ))
         .nest("/_emulator", control::routes())
         .with_state(shared)
 }
@@ -80,11 +132,22 @@ pub(crate) async fn start(
         clock,
         offset: Mutex::new(TimeDelta::zero()),
         state: Mutex::new(State::new(Policy::from_config(&config))),
+        products: Mutex::new(Products::default()),
+        limits: Mutex::new(RateLimiter::new(
+            config.quota_points_per_hour,
+            config.burst_requests_per_second,
+            config.burst_clock,
+        )),
+        faults: Mutex::new(FaultBook::default()),
+        log: Mutex::new(RequestLog::default()),
+        page_key: PageKey::random(),
+        jira_policy: JiraPolicy::from_config(&config),
         base_url: base_url.clone(),
     });
     let cancel = CancellationToken::new();
     let stopped = cancel.clone();
-    let app = router(shared.clone());
+    let app = router(shared.clone()).into_make_service_with_connect_info::<ConnTag>();
+    let listener = ResettableListener::new(listener);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stopped.cancelled().await })

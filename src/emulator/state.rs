@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::products::Person;
 use super::token::{self, TokenHash, TokenKind};
 use super::{ConsentDecision, Counters, EmulatorConfig, NewUser, Product, RefreshErrorVariant};
 
@@ -71,6 +72,16 @@ impl Policy {
 pub(crate) fn later(at: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
     at.checked_add_signed(by)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at + by` for a delta of either sign, saturating at the ends of time instead of panicking.
+pub(crate) fn shifted(at: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
+    at.checked_add_signed(by)
+        .unwrap_or(if by < TimeDelta::zero() {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
 }
 
 /// A site (cloud id) and the products it runs.
@@ -352,6 +363,31 @@ impl State {
 
     pub(crate) fn has_site(&self, cloud_id: &str) -> bool {
         self.sites.contains_key(cloud_id)
+    }
+
+    /// The products `cloud_id` runs; `None` for an unknown site.
+    pub(crate) fn site_products(&self, cloud_id: &str) -> Option<&[Product]> {
+        self.sites.get(cloud_id).map(|s| s.products.as_slice())
+    }
+
+    /// An account as the products render it.
+    pub(crate) fn person(&self, account_id: &str) -> Option<Person> {
+        self.users.get(account_id).map(|user| Person {
+            account_id: user.account_id.clone(),
+            display_name: user.name.clone(),
+            email: user.email.clone(),
+            time_zone: user.jira_time_zone.clone(),
+        })
+    }
+
+    /// The accounts that can access `cloud_id`, in creation order.
+    pub(crate) fn people_of_site(&self, cloud_id: &str) -> Vec<Person> {
+        self.user_order
+            .iter()
+            .filter_map(|id| self.users.get(id))
+            .filter(|user| user.sites.iter().any(|s| s == cloud_id))
+            .filter_map(|user| self.person(&user.account_id))
+            .collect()
     }
 
     pub(crate) fn has_user(&self, account_id: &str) -> bool {

@@ -4,7 +4,9 @@
 //! the watermark (a UTC instant) is converted into that zone before it is written into the
 //! query, floored to the minute, and moved back by `sync.jira_overlap`. Upserts make the
 //! overlap harmless. The watermark advances in the same transaction as each page's rows, so
-//! a run that dies mid-way resumes after the last committed page.
+//! a run that dies mid-way resumes after the last committed page; a complete scan moves it
+//! to the instant the scan started, so the next run re-reads only the overlap window (index
+//! lag and clock skew), not the previous run's changes.
 
 use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -49,8 +51,12 @@ pub async fn incremental(
             .into_iter()
             .filter_map(jira::issue_row)
             .collect();
-        if let Some(max) = rows.iter().filter_map(|r| r.updated_at).max() {
-            // Never past the run's start: an issue updated later may not be indexed yet.
+        if next.is_none() {
+            // The scan is complete: everything updated before it started has been seen,
+            // apart from index lag, which the next run's overlap covers.
+            high_water = high_water.max(run_started);
+        } else if let Some(max) = rows.iter().filter_map(|r| r.updated_at).max() {
+            // Mid-scan, only what the committed pages prove, and never past the run's start.
             high_water = high_water.max(max.min(run_started));
         }
         // Write this page while the next one downloads.

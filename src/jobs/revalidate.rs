@@ -177,8 +177,11 @@ pub async fn apply_sites(
     }
     for site in &changes.active {
         let key = (site.cloud_id.as_str(), site.product.as_str());
-        if site.missing_scopes.is_empty() {
+        if site.missing_scopes.is_empty() && site.scope_error.is_none() {
             alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(key)).await?;
+        } else if site.missing_scopes.is_empty() {
+            // A scope error seen by a sync stands until the scope list changes.
+            applied.missing_scopes += 1;
         } else {
             applied.missing_scopes += 1;
             let reason = format!(

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{confluence_sync, jira_reconcile, jira_sync};
 use crate::app::App;
+use crate::atlassian::ApiError;
 use crate::atlassian::session::{CallError, SiteSession, Throttles};
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::store::sync::{self as store, RunKind, RunTotals, SyncedSite};
@@ -90,6 +91,17 @@ impl Syncer {
         Ok(report)
     }
 
+    async fn revalidate(&self, grant_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+        let grant = {
+            let mut conn = self.app.pool.acquire().await?;
+            crate::store::grants::get_grant(&mut conn, grant_id).await?
+        };
+        if let Some(grant) = grant {
+            crate::jobs::revalidate::revalidate_grant(&self.app, &self.refresher, grant).await?;
+        }
+        Ok(())
+    }
+
     async fn elect(&self) -> Result<(), sqlx::Error> {
         let mut conn = self.app.pool.acquire().await?;
         for (cloud_id, product, old, new) in
@@ -112,13 +124,20 @@ impl Syncer {
                 return Ok((Outcome::Deferred, RunTotals::default()));
             };
             let (outcome, totals, error) = self.run_with_grant(kind, &site, grant_id).await?;
-            let needs_reauth = matches!(
+            // The grant can no longer serve this site: re-elect and continue through another.
+            let lost_grant = matches!(
                 error,
                 Some(CallError::Token(TokenUnavailable::NeedsReauth(_)))
-                    | Some(CallError::Api(crate::atlassian::ApiError::ScopeMismatch(_)))
+                    | Some(CallError::Api(ApiError::ScopeMismatch(_)))
             );
-            if needs_reauth && !handed_over {
+            // The gateway no longer knows this site for the grant: learn why from
+            // accessible-resources now, rather than at the next scheduled revalidation.
+            let lost_site = matches!(error, Some(CallError::Api(ApiError::NotFound(_))));
+            if (lost_grant || lost_site) && !handed_over {
                 handed_over = true;
+                if lost_site {
+                    self.revalidate(grant_id).await?;
+                }
                 self.elect().await?;
                 let mut conn = self.app.pool.acquire().await?;
                 let reloaded: Option<SyncedSite> = sqlx::query_as(

@@ -1,0 +1,345 @@
+//! Jira's issue JSON (`IssueBean`, atlassian-api.md §6.2, §6.6): field selection, the field
+//! shapes, timestamps in the caller's Jira time zone, and `self` links in the gateway form.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value, json};
+
+use super::issues::{Issue, Project};
+use super::products::Person;
+
+/// `expand` of an issue carrying fields (what Jira advertises).
+const FULL_EXPAND: &str =
+    "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations";
+
+/// Every field the emulator renders, in Jira's order, with its display name and schema.
+const FIELDS: &[(&str, &str, &str)] = &[
+    ("summary", "Summary", "string"),
+    ("description", "Description", "string"),
+    ("status", "Status", "status"),
+    ("issuetype", "Issue Type", "issuetype"),
+    ("project", "Project", "project"),
+    ("assignee", "Assignee", "user"),
+    ("reporter", "Reporter", "user"),
+    ("creator", "Creator", "user"),
+    ("priority", "Priority", "priority"),
+    ("labels", "Labels", "array"),
+    ("created", "Created", "datetime"),
+    ("updated", "Updated", "datetime"),
+];
+
+/// Which fields to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FieldSelection {
+    /// Only `id`/`key` were asked for: no `fields` object at all.
+    IdOnly,
+    /// These known fields (possibly none), in Jira's order.
+    Fields(Vec<&'static str>),
+}
+
+impl FieldSelection {
+    /// Reads `fields` values (each may be comma-separated; `*all`, `*navigable`, `-name`, ids and
+    /// unknown names, which are ignored as Jira does). `default` applies when nothing is given.
+    pub(crate) fn parse(requested: &[String], default: &str) -> FieldSelection {
+        let mut tokens: Vec<&str> = requested
+            .iter()
+            .flat_map(|r| r.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tokens.is_empty() {
+            tokens = vec![default];
+        }
+        if tokens
+            .iter()
+            .all(|t| t.eq_ignore_ascii_case("id") || t.eq_ignore_ascii_case("key"))
+        {
+            return FieldSelection::IdOnly;
+        }
+        let mut chosen: Vec<&'static str> = Vec::new();
+        let mut excluded: Vec<String> = Vec::new();
+        for token in tokens {
+            if token == "*all" || token == "*navigable" {
+                chosen = FIELDS.iter().map(|(name, ..)| *name).collect();
+            } else if let Some(name) = token.strip_prefix('-') {
+                excluded.push(name.to_ascii_lowercase());
+            } else if let Some((name, ..)) = FIELDS
+                .iter()
+                .find(|(name, ..)| name.eq_ignore_ascii_case(token))
+                && !chosen.contains(name)
+            {
+                chosen.push(name);
+            }
+        }
+        chosen.retain(|name| !excluded.iter().any(|e| e == name));
+        chosen.sort_by_key(|name| FIELDS.iter().position(|(n, ..)| n == name));
+        FieldSelection::Fields(chosen)
+    }
+
+    /// The per-page cap for this selection (atlassian-api.md §6.2: 5000 id/key-only, else 100).
+    pub(crate) fn page_cap(&self) -> usize {
+        match self {
+            FieldSelection::IdOnly => 5000,
+            FieldSelection::Fields(_) => 100,
+        }
+    }
+
+    /// `names` for `expand=names`.
+    pub(crate) fn names(&self) -> Value {
+        let mut names = Map::new();
+        if let FieldSelection::Fields(fields) = self {
+            for (name, display, _) in FIELDS.iter().filter(|(n, ..)| fields.contains(n)) {
+                names.insert((*name).to_owned(), json!(display));
+            }
+        }
+        Value::Object(names)
+    }
+
+    /// `schema` for `expand=schema` (`JsonTypeBean` per field).
+    pub(crate) fn schema(&self) -> Value {
+        let mut schema = Map::new();
+        if let FieldSelection::Fields(fields) = self {
+            for (name, _, kind) in FIELDS.iter().filter(|(n, ..)| fields.contains(n)) {
+                let mut bean = json!({"type": kind, "system": name});
+                if *name == "labels" {
+                    bean["items"] = json!("string");
+                }
+                schema.insert((*name).to_owned(), bean);
+            }
+        }
+        Value::Object(schema)
+    }
+}
+
+/// Renders issues for one caller on one site.
+pub(crate) struct IssueView<'a> {
+    /// `{base}ex/jira/{cloudid}/rest/api/3`.
+    pub(crate) api: String,
+    /// `https://{site}.atlassian.net`.
+    pub(crate) site_url: String,
+    /// The caller's Jira zone.
+    pub(crate) zone: Tz,
+    pub(crate) people: &'a HashMap<String, Person>,
+}
+
+/// Jira's timestamp form: milliseconds and an offset without a colon (`+1100`).
+pub(crate) fn jira_timestamp(at: DateTime<Utc>, zone: Tz) -> String {
+    at.with_timezone(&zone)
+        .format("%Y-%m-%dT%H:%M:%S%.3f%z")
+        .to_string()
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+pub(crate) fn encode_query_value(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+impl IssueView<'_> {
+    /// One `IssueBean`.
+    pub(crate) fn issue(
+        &self,
+        issue: &Issue,
+        project: Option<&Project>,
+        fields: &FieldSelection,
+    ) -> Value {
+        let mut bean = Map::new();
+        bean.insert("id".into(), json!(issue.id.to_string()));
+        bean.insert("key".into(), json!(issue.key));
+        bean.insert(
+            "self".into(),
+            json!(format!("{}/issue/{}", self.api, issue.id)),
+        );
+        match fields {
+            FieldSelection::IdOnly => {
+                bean.insert("expand".into(), json!(""));
+            }
+            FieldSelection::Fields(names) => {
+                bean.insert("expand".into(), json!(FULL_EXPAND));
+                let mut out = Map::new();
+                for name in names {
+                    out.insert((*name).to_owned(), self.field(issue, project, name));
+                }
+                bean.insert("fields".into(), Value::Object(out));
+            }
+        }
+        Value::Object(bean)
+    }
+
+    fn field(&self, issue: &Issue, project: Option<&Project>, name: &str) -> Value {
+        match name {
+            "summary" => json!(issue.summary),
+            "description" => issue.description.as_deref().map_or(Value::Null, adf),
+            "status" => self.status(issue),
+            "issuetype" => self.issue_type(issue),
+            "project" => project.map_or(Value::Null, |p| self.project(p)),
+            "assignee" => self.user(issue.assignee.as_deref()),
+            "reporter" | "creator" => self.user(issue.reporter.as_deref()),
+            "priority" => issue.priority.map_or(Value::Null, |p| {
+                json!({
+                    "self": format!("{}/priority/{}", self.api, p.id),
+                    "iconUrl": format!("{}/images/icons/priorities/{}", self.site_url, p.icon),
+                    "name": p.name,
+                    "id": p.id,
+                })
+            }),
+            "labels" => json!(issue.labels),
+            "created" => json!(jira_timestamp(issue.created, self.zone)),
+            "updated" => json!(jira_timestamp(issue.updated, self.zone)),
+            _ => Value::Null,
+        }
+    }
+
+    fn status(&self, issue: &Issue) -> Value {
+        let status = issue.status;
+        let category = status.category;
+        json!({
+            "self": format!("{}/status/{}", self.api, status.id),
+            "description": status.description,
+            "iconUrl": format!("{}{}", self.site_url, status.icon),
+            "name": status.name,
+            "id": status.id,
+            "statusCategory": {
+                "self": format!("{}/statuscategory/{}", self.api, category.id),
+                "id": category.id,
+                "key": category.key,
+                "colorName": category.color_name,
+                "name": category.name,
+            },
+        })
+    }
+
+    fn issue_type(&self, issue: &Issue) -> Value {
+        let kind = issue.issue_type;
+        json!({
+            "self": format!("{}/issuetype/{}", self.api, kind.id),
+            "id": kind.id,
+            "description": kind.description,
+            "iconUrl": format!(
+                "{}/rest/api/2/universal_avatar/view/type/issuetype/avatar/{}?size=medium",
+                self.site_url, kind.avatar_id
+            ),
+            "name": kind.name,
+            "subtask": kind.subtask,
+            "avatarId": kind.avatar_id,
+            "hierarchyLevel": kind.hierarchy_level,
+        })
+    }
+
+    fn project(&self, project: &Project) -> Value {
+        let avatar = |size: &str| {
+            format!(
+                "{}/rest/api/3/universal_avatar/view/type/project/avatar/{}?size={size}",
+                self.site_url, project.avatar_id
+            )
+        };
+        json!({
+            "self": format!("{}/project/{}", self.api, project.id),
+            "id": project.id.to_string(),
+            "key": project.key,
+            "name": project.name,
+            "projectTypeKey": project.project_type_key,
+            "simplified": project.simplified,
+            "avatarUrls": {
+                "48x48": avatar("large"),
+                "24x24": avatar("small"),
+                "16x16": avatar("xsmall"),
+                "32x32": avatar("medium"),
+            },
+        })
+    }
+
+    /// A `UserDetails` (no email: privacy settings usually hide it in issue fields).
+    fn user(&self, account_id: Option<&str>) -> Value {
+        let Some(account_id) = account_id else {
+            return Value::Null;
+        };
+        let person = self.people.get(account_id);
+        let name = person.map_or("Former user", |p| p.display_name.as_str());
+        let initials: String = name
+            .split_whitespace()
+            .filter_map(|w| w.chars().next())
+            .take(2)
+            .collect::<String>()
+            .to_uppercase();
+        let avatar = |size: u32| {
+            format!(
+                "https://avatar-management--avatars.us-west-2.prod.public.atl-paas.net/initials/{initials}-0.png?size={size}&s={size}"
+            )
+        };
+        json!({
+            "self": format!("{}/user?accountId={}", self.api, encode_query_value(account_id)),
+            "accountId": account_id,
+            "accountType": "atlassian",
+            "displayName": name,
+            "active": person.is_some(),
+            "timeZone": person.map_or("UTC", |p| p.time_zone.as_str()),
+            "avatarUrls": {
+                "48x48": avatar(48),
+                "24x24": avatar(24),
+                "16x16": avatar(16),
+                "32x32": avatar(32),
+            },
+        })
+    }
+}
+
+/// Plain text as an Atlassian Document Format document (v3 descriptions).
+fn adf(text: &str) -> Value {
+    json!({
+        "type": "doc",
+        "version": 1,
+        "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_selection_follows_jiras_rules() {
+        let parse = |items: &[&str], default| {
+            FieldSelection::parse(
+                &items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                default,
+            )
+        };
+        assert_eq!(parse(&[], "id"), FieldSelection::IdOnly);
+        assert_eq!(parse(&["key"], "id"), FieldSelection::IdOnly);
+        assert_eq!(parse(&["id,key"], "id"), FieldSelection::IdOnly);
+        assert_eq!(
+            parse(&["updated,summary", "nope"], "id"),
+            FieldSelection::Fields(vec!["summary", "updated"])
+        );
+        let all = parse(&["*all", "-description"], "id");
+        let FieldSelection::Fields(fields) = &all else {
+            panic!("fields expected");
+        };
+        assert!(fields.contains(&"status") && !fields.contains(&"description"));
+        assert_eq!(parse(&[], "*all").page_cap(), 100);
+        assert_eq!(parse(&["id"], "*all").page_cap(), 5000);
+    }
+
+    #[test]
+    fn timestamps_use_the_callers_zone_and_jiras_offset_form() {
+        let at = DateTime::parse_from_rfc3339("2026-02-28T22:15:07.311Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        assert_eq!(
+            jira_timestamp(at, chrono_tz::Australia::Sydney),
+            "2026-03-01T09:15:07.311+1100"
+        );
+        assert_eq!(
+            jira_timestamp(at, chrono_tz::UTC),
+            "2026-02-28T22:15:07.311+0000"
+        );
+        assert_eq!(
+            jira_timestamp(at, chrono_tz::America::Los_Angeles),
+            "2026-02-28T14:15:07.311-0800"
+        );
+    }
+}
