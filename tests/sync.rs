@@ -364,27 +364,36 @@ async fn a_mid_sync_401_refreshes_once_and_continues(pool: PgPool) {
     assert_eq!(stored_issues(s.app.pool(), &cloud).await.len(), 350);
 }
 
-#[sqlx::test]
-async fn an_elected_grant_that_needs_reauth_hands_the_site_to_another(pool: PgPool) {
-    let s = SyncApp::start(pool).await;
+/// A Jira site reached by two users' grants, with `issues` issues, synced once.
+async fn two_grants_on_one_site(s: &SyncApp, issues: usize) -> (String, String, String) {
     let emulator = &s.app.sandbox.emulator;
     let cloud = emulator.add_site("acme", &[Product::Jira]);
     let first = s.app.user("first", "UTC", vec![cloud.clone()]);
-    assert_eq!(s.app.consent("first", &first).await.0, 200);
     let second = s.app.user("second", "UTC", vec![cloud.clone()]);
+    assert_eq!(s.app.consent("first", &first).await.0, 200);
     assert_eq!(s.app.consent("second", &second).await.0, 200);
-    emulator.create_issues(&cloud, "ENG", 30);
+    emulator.create_issues(&cloud, "ENG", issues);
     s.app.clock.advance(Duration::minutes(10));
     s.run(RunKind::JiraIncremental).await;
-    let elected: uuid::Uuid = sqlx::query_scalar("SELECT elected_grant_id FROM synced_sites")
-        .fetch_one(s.app.pool())
-        .await
-        .unwrap();
-    let elected_label: String = sqlx::query_scalar("SELECT label FROM grants WHERE id = $1")
-        .bind(elected)
-        .fetch_one(s.app.pool())
-        .await
-        .unwrap();
+    (cloud, first, second)
+}
+
+/// The grant the (only) site is synced through, and its label.
+async fn elected_grant(s: &SyncApp) -> (uuid::Uuid, String) {
+    sqlx::query_as(
+        "SELECT g.id, g.label FROM synced_sites ss JOIN grants g ON g.id = ss.elected_grant_id",
+    )
+    .fetch_one(s.app.pool())
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn an_elected_grant_that_needs_reauth_hands_the_site_to_another(pool: PgPool) {
+    let s = SyncApp::start(pool).await;
+    let (cloud, first, second) = two_grants_on_one_site(&s, 30).await;
+    let emulator = &s.app.sandbox.emulator;
+    let (elected, elected_label) = elected_grant(&s).await;
     let elected_account = if elected_label == "first" {
         &first
     } else {
@@ -408,10 +417,7 @@ async fn an_elected_grant_that_needs_reauth_hands_the_site_to_another(pool: PgPo
     }
     let report = s.run(RunKind::JiraIncremental).await;
     assert_eq!(report.ok, 1, "{report:?} {:?}", s.last_run().await);
-    let now_elected: uuid::Uuid = sqlx::query_scalar("SELECT elected_grant_id FROM synced_sites")
-        .fetch_one(s.app.pool())
-        .await
-        .unwrap();
+    let (now_elected, _) = elected_grant(&s).await;
     assert_ne!(now_elected, elected, "another grant took over");
     assert_eq!(
         stored_issues(s.app.pool(), &cloud).await,
@@ -588,24 +594,9 @@ async fn the_jql_restriction_is_honoured_by_sync_and_reconciliation(pool: PgPool
 #[sqlx::test]
 async fn a_scope_mismatch_is_recorded_on_the_site_and_the_site_moves_on(pool: PgPool) {
     let s = SyncApp::start(pool).await;
+    let (_, first, second) = two_grants_on_one_site(&s, 10).await;
     let emulator = &s.app.sandbox.emulator;
-    let cloud = emulator.add_site("acme", &[Product::Jira]);
-    let first = s.app.user("first", "UTC", vec![cloud.clone()]);
-    let second = s.app.user("second", "UTC", vec![cloud.clone()]);
-    assert_eq!(s.app.consent("first", &first).await.0, 200);
-    assert_eq!(s.app.consent("second", &second).await.0, 200);
-    emulator.create_issues(&cloud, "ENG", 10);
-    s.app.clock.advance(Duration::minutes(10));
-    s.run(RunKind::JiraIncremental).await;
-    let elected: uuid::Uuid = sqlx::query_scalar("SELECT elected_grant_id FROM synced_sites")
-        .fetch_one(s.app.pool())
-        .await
-        .unwrap();
-    let label: String = sqlx::query_scalar("SELECT label FROM grants WHERE id = $1")
-        .bind(elected)
-        .fetch_one(s.app.pool())
-        .await
-        .unwrap();
+    let (elected, label) = elected_grant(&s).await;
     let account = if label == "first" { &first } else { &second };
     // Jira still listed, but the token no longer carries read:jira-work.
     emulator.set_scopes(account, &["read:me", "offline_access", "read:jira-user"]);
@@ -639,9 +630,6 @@ async fn a_scope_mismatch_is_recorded_on_the_site_and_the_site_moves_on(pool: Pg
         1,
         "{alerts:?}"
     );
-    let now_elected: uuid::Uuid = sqlx::query_scalar("SELECT elected_grant_id FROM synced_sites")
-        .fetch_one(s.app.pool())
-        .await
-        .unwrap();
+    let (now_elected, _) = elected_grant(&s).await;
     assert_ne!(now_elected, elected);
 }
