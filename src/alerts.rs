@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 
 use crate::app::App;
 use crate::store::alerts::{self, AlertKind, NewAlert};
-use crate::store::grants::Grant;
+use crate::store::grants::{self, Grant, GrantStatus};
 
 /// A condition worth an alert.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +61,23 @@ pub async fn raise(
         );
     }
     Ok(opened)
+}
+
+/// Moves `grant` to `status` for `condition.reason` and, when that is a change, raises the
+/// condition's alert, in the caller's transaction. Returns whether the status changed.
+pub async fn transition(
+    conn: &mut PgConnection,
+    app: &App,
+    grant: &Grant,
+    status: GrantStatus,
+    condition: Condition<'_>,
+) -> Result<bool, sqlx::Error> {
+    let changed =
+        grants::set_status(conn, grant.id, status, condition.reason, app.clock.now()).await?;
+    if changed {
+        raise(conn, app, grant, condition).await?;
+    }
+    Ok(changed)
 }
 
 /// Resolves the open alert of a condition, if any.

@@ -208,21 +208,20 @@ pub async fn apply_sites(
     if changes.active.is_empty() {
         applied.lost_all_sites = true;
         let reason = "no Jira or Confluence site is accessible to this grant any more";
-        if grants::set_status(conn, grant.id, GrantStatus::NeedsReauth, reason, now).await? {
-            alerts::raise(
-                conn,
-                app,
-                grant,
-                alerts::Condition {
-                    kind: AlertKind::NeedsReauth,
-                    site: None,
-                    reason,
-                    since: now,
-                    deadline: None,
-                },
-            )
-            .await?;
-        }
+        alerts::transition(
+            conn,
+            app,
+            grant,
+            GrantStatus::NeedsReauth,
+            alerts::Condition {
+                kind: AlertKind::NeedsReauth,
+                site: None,
+                reason,
+                since: now,
+                deadline: None,
+            },
+        )
+        .await?;
     }
     Ok(applied)
 }

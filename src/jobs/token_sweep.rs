@@ -104,20 +104,21 @@ async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result
             grant.family_deadline.format("%Y-%m-%d %H:%M UTC")
         );
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        if grants::set_status(&mut tx, grant.id, GrantStatus::NeedsReauth, &reason, now).await? {
-            alerts::raise(
-                &mut tx,
-                app,
-                &grant,
-                alerts::Condition {
-                    kind: AlertKind::NeedsReauth,
-                    site: None,
-                    reason: &reason,
-                    since: grant.family_deadline,
-                    deadline: Some(grant.family_deadline),
-                },
-            )
-            .await?;
+        if alerts::transition(
+            &mut tx,
+            app,
+            &grant,
+            GrantStatus::NeedsReauth,
+            alerts::Condition {
+                kind: AlertKind::NeedsReauth,
+                site: None,
+                reason: &reason,
+                since: grant.family_deadline,
+                deadline: Some(grant.family_deadline),
+            },
+        )
+        .await?
+        {
             report.family_expired += 1;
         }
         tx.commit().await?;

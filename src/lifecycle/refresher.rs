@@ -311,21 +311,20 @@ impl Refresher {
         if !grants::release_lease_fenced(&mut tx, grant.id, lease).await? {
             return Ok(RefreshOutcome::LeaseLost);
         }
-        if grants::set_status(&mut tx, grant.id, GrantStatus::NeedsReauth, reason, now).await? {
-            alerts::raise(
-                &mut tx,
-                &self.app,
-                grant,
-                alerts::Condition {
-                    kind: AlertKind::NeedsReauth,
-                    site: None,
-                    reason,
-                    since: now,
-                    deadline: None,
-                },
-            )
-            .await?;
-        }
+        alerts::transition(
+            &mut tx,
+            &self.app,
+            grant,
+            GrantStatus::NeedsReauth,
+            alerts::Condition {
+                kind: AlertKind::NeedsReauth,
+                site: None,
+                reason,
+                since: now,
+                deadline: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, reason, "grant needs a new consent");
         Ok(RefreshOutcome::NeedsReauth(reason.to_owned()))
@@ -364,21 +363,20 @@ impl Refresher {
         };
         if streak >= policy.degraded_after as i32 {
             let reason = format!("{streak} refresh failures in a row; last: {error}");
-            if grants::set_status(&mut tx, grant.id, GrantStatus::Degraded, &reason, now).await? {
-                alerts::raise(
-                    &mut tx,
-                    &self.app,
-                    grant,
-                    alerts::Condition {
-                        kind: AlertKind::Degraded,
-                        site: None,
-                        reason: &reason,
-                        since: now,
-                        deadline: None,
-                    },
-                )
-                .await?;
-            }
+            alerts::transition(
+                &mut tx,
+                &self.app,
+                grant,
+                GrantStatus::Degraded,
+                alerts::Condition {
+                    kind: AlertKind::Degraded,
+                    site: None,
+                    reason: &reason,
+                    since: now,
+                    deadline: None,
+                },
+            )
+            .await?;
         }
         tx.commit().await?;
         tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, streak, retry_in_s = delay.as_secs(), error = %error, "token refresh failed; will retry");
