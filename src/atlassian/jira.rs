@@ -91,9 +91,13 @@ pub async fn search(
 struct BulkFetch {
     #[serde(default)]
     issues: Vec<Value>,
+    #[serde(rename = "issueErrors", default)]
+    issue_errors: Vec<Value>,
 }
 
-/// Which of `ids` (≤ 100) still exist and are visible: bulk fetch leaves the others out.
+/// Which of `ids` (≤ 100) still exist or could not be checked: bulk fetch silently leaves
+/// out issues that are gone, and lists in `issueErrors` those it failed to load — those are
+/// kept, since an error proves nothing about deletion.
 pub async fn existing_ids(
     session: &mut SiteSession<'_>,
     ids: &[String],
@@ -107,10 +111,16 @@ pub async fn existing_ids(
             |b: &BulkFetch| b.issues.len(),
         )
         .await?;
+    let id_of = |v: &Value| match v.get("id") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
     Ok(found
         .issues
         .iter()
-        .filter_map(|i| i.get("id").and_then(Value::as_str).map(str::to_owned))
+        .chain(found.issue_errors.iter())
+        .filter_map(id_of)
         .collect())
 }
 

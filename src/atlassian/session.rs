@@ -39,6 +39,11 @@ pub enum CallError {
     Store(#[from] sqlx::Error),
 }
 
+/// A burst 429 asking for a longer wait than this is treated as a quota wall.
+const LONGEST_BURST_WAIT: Duration = Duration::from_secs(60);
+/// Quota windows are hourly; a Retry-After beyond this is not believed.
+const LONGEST_QUOTA_WAIT: Duration = Duration::from_secs(2 * 3600);
+
 /// Process-wide pacing state: per (site, endpoint) "not before" instants set by burst 429s.
 /// Shared by every session so that one endpoint's slowdown is honoured by all workers.
 #[derive(Debug, Default, Clone)]
@@ -218,13 +223,17 @@ impl<'a> SiteSession<'a> {
                     self.record_scope_problem(path, &message).await?;
                     return Err(ApiError::ScopeMismatch(message).into());
                 }
+                // A long wait is a quota wall whatever the reason says (the header is sometimes
+                // missing, and older reasons name no quota).
                 ApiError::RateLimited {
                     retry_after,
                     reason,
-                } if reason.contains("quota") => {
+                } if reason.contains("quota")
+                    || retry_after.is_some_and(|wait| wait > LONGEST_BURST_WAIT) =>
+                {
                     let now = self.app.clock.now();
                     let until = match retry_after {
-                        Some(wait) => now + crate::store::delta(wait),
+                        Some(wait) => now + crate::store::delta(wait.min(LONGEST_QUOTA_WAIT)),
                         None => hour_start(now) + TimeDelta::hours(1),
                     };
                     let mut conn = self.app.pool.acquire().await?;
@@ -239,7 +248,8 @@ impl<'a> SiteSession<'a> {
                     failures += 1;
                     // Retry-After is the minimum; without one, back off.
                     let wait = retry_after
-                        .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
+                        .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)))
+                        .min(LONGEST_BURST_WAIT);
                     tracing::info!(site.cloud_id = %self.cloud_id, endpoint = %endpoint.1, %reason, wait_ms = wait.as_millis() as u64, "rate limited: slowing this endpoint");
                     self.throttles.hold(endpoint.clone(), Instant::now() + wait);
                 }
@@ -252,6 +262,12 @@ impl<'a> SiteSession<'a> {
                 other => return Err(other.into()),
             }
         }
+    }
+
+    /// Checks that `points` more can be spent within sync's share of this hour, before work
+    /// that is only worth starting if it can finish (an id reconciliation).
+    pub async fn reserve(&mut self, points: i64) -> Result<(), CallError> {
+        self.check_budget(points).await
     }
 
     /// A second 401 saying "scope does not match" is a scope problem, not an expired token:

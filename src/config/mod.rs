@@ -564,6 +564,13 @@ mod raw {
                 ));
             }
 
+            if atlassian.request_timeout * 2 >= tokens.lease_ttl {
+                return Err(ConfigError::invalid(
+                    "tokens.lease_ttl",
+                    "must be more than twice atlassian.request_timeout, so an exchange always finishes inside its lease",
+                ));
+            }
+
             let s = self.schedule;
             let schedule = ScheduleConfig {
                 token_sweep: Schedule::parse(&s.token_sweep.0, "schedule.token_sweep")?,

@@ -15,19 +15,27 @@ pub async fn spaces(
 ) -> Result<(), CallError> {
     let mut rows: Vec<SpaceRow> = Vec::new();
     let mut cursor: Option<String> = None;
-    loop {
+    // Only a listing that ended on a page without a `next` link is complete; anything else
+    // (an empty page that still points on, a repeated cursor) upserts what it saw and
+    // deletes nothing, since a missing space might simply not have been listed.
+    let complete = loop {
         let page = confluence::spaces(session, cursor.as_deref()).await?;
-        let next = page.next_cursor().filter(|c| Some(c) != cursor.as_ref());
+        let has_next = page.links.next.is_some();
+        let next = page.next_cursor();
         let empty = page.results.is_empty();
         rows.extend(page.results.into_iter().filter_map(confluence::space_row));
         match next {
-            Some(next) if !empty => cursor = Some(next),
-            _ => break,
+            _ if !has_next => break true,
+            Some(next) if !empty && Some(&next) != cursor.as_ref() => cursor = Some(next),
+            _ => break false,
         }
+    };
+    if !complete {
+        tracing::warn!(site.cloud_id = %site.cloud_id, "Confluence listing ended early; no space is deleted this run");
     }
     let mut tx = app.pool.begin().await?;
     let (upserted, deleted) =
-        store::replace_spaces(&mut tx, &site.cloud_id, &rows, app.clock.now()).await?;
+        store::replace_spaces(&mut tx, &site.cloud_id, &rows, complete, app.clock.now()).await?;
     tx.commit().await?;
     totals.upserted = upserted as i64;
     totals.deleted = deleted as i64;

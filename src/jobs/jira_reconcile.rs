@@ -18,6 +18,16 @@ pub async fn reconcile(
     totals: &mut RunTotals,
 ) -> Result<(), CallError> {
     let started = app.clock.now();
+    // Enumeration costs about a point per issue and restarts from scratch if cut short, so
+    // start only when this hour's share can pay for all of it.
+    let local_count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jira_issues WHERE cloud_id = $1")
+            .bind(&site.cloud_id)
+            .fetch_one(&app.pool)
+            .await?;
+    session
+        .reserve(local_count + local_count / 5000 + 1)
+        .await?;
     let bound = "created >= \"1970-01-01\"";
     let jql = match app.config.jira.jql.as_deref() {
         Some(restriction) => format!("({restriction}) AND {bound} ORDER BY id ASC"),

@@ -8,7 +8,7 @@
 //! to the instant the scan started, so the next run re-reads only the overlap window (index
 //! lag and clock skew), not the previous run's changes.
 
-use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, DurationRound, LocalResult, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::app::App;
@@ -24,19 +24,25 @@ pub async fn incremental(
     site: &SyncedSite,
     totals: &mut RunTotals,
 ) -> Result<(), CallError> {
-    let zone = match jira::time_zone(session).await? {
-        Some(name) => name.parse::<Tz>().unwrap_or_else(|_| {
-            tracing::warn!(site.cloud_id = %site.cloud_id, time_zone = %name, "unknown Jira time zone; assuming UTC");
-            Tz::UTC
-        }),
-        None => Tz::UTC,
+    // An unknown zone could be anywhere from UTC-12 to UTC+14: write the literal in UTC and
+    // widen the window by the largest possible offset rather than guess.
+    const UNKNOWN_ZONE_MARGIN: TimeDelta = TimeDelta::hours(14);
+    let (zone, margin) = match jira::time_zone(session).await? {
+        Some(name) => match name.parse::<Tz>() {
+            Ok(zone) => (zone, TimeDelta::zero()),
+            Err(_) => {
+                tracing::warn!(site.cloud_id = %site.cloud_id, time_zone = %name, "unknown Jira time zone; widening the window by 14 h");
+                (Tz::UTC, UNKNOWN_ZONE_MARGIN)
+            }
+        },
+        None => (Tz::UTC, UNKNOWN_ZONE_MARGIN),
     };
     let run_started = app.clock.now();
     let watermark = site.jira_watermark.unwrap_or(DateTime::UNIX_EPOCH);
     let jql = incremental_jql(
         app.config.jira.jql.as_deref(),
         watermark,
-        delta(app.config.sync.jira_overlap),
+        delta(app.config.sync.jira_overlap) + margin,
         zone,
     );
     tracing::debug!(site.cloud_id = %site.cloud_id, %jql, "incremental search");
@@ -103,7 +109,14 @@ pub fn incremental_jql(
     overlap: TimeDelta,
     zone: Tz,
 ) -> String {
-    let from = (watermark - overlap).max(DateTime::UNIX_EPOCH);
+    let mut from = (watermark - overlap).max(DateTime::UNIX_EPOCH);
+    // In the hour a clock falls back, a wall time names two instants; Jira may read the
+    // later one, which would skip up to an hour. Write the wall time of the earlier reading.
+    if let LocalResult::Ambiguous(earlier, later) =
+        zone.from_local_datetime(&zone.from_utc_datetime(&from.naive_utc()).naive_local())
+    {
+        from -= later.signed_duration_since(earlier);
+    }
     let local = zone.from_utc_datetime(&from.naive_utc());
     // Flooring to the minute only widens the window.
     let local = local.duration_trunc(TimeDelta::minutes(1)).unwrap_or(local);
@@ -138,6 +151,15 @@ mod tests {
         assert!(
             incremental_jql(None, watermark, overlap, Tz::America__Los_Angeles)
                 .contains("\"2026-03-01 01:09\"")
+        );
+        // New York falls back at 02:00 EDT on 2026-11-01: 01:35 happens twice. The literal is
+        // written an hour earlier, so either reading of it starts the window in time.
+        let fall_back = at("2026-11-01T05:40:00Z"); // 01:40 EDT, the first 01:40
+        assert!(
+            incremental_jql(None, fall_back, overlap, Tz::America__New_York)
+                .contains("\"2026-11-01 00:35\""),
+            "{}",
+            incremental_jql(None, fall_back, overlap, Tz::America__New_York)
         );
         assert_eq!(
             incremental_jql(Some("project in (ENG, OPS)"), watermark, overlap, Tz::UTC),

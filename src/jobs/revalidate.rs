@@ -95,6 +95,17 @@ pub async fn revalidate_grant(
         }
     };
     let mut tx = app.pool.begin().await?;
+    // A consent that landed while accessible-resources was being read carries newer truth:
+    // this answer, read with the old family's token, must not overwrite it.
+    let family_now: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT family_started_at FROM grants WHERE id = $1 FOR UPDATE")
+            .bind(grant.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if family_now != Some(grant.family_started_at) {
+        tracing::info!(grant.id = %grant.id, "revalidation result discarded: the grant was renewed meanwhile");
+        return Ok(None);
+    }
     let applied = apply_sites(&mut tx, app, &grant, &sites).await?;
     grants::mark_revalidated(&mut tx, grant.id, app.clock.now()).await?;
     tx.commit().await?;

@@ -103,10 +103,11 @@ impl Syncer {
     }
 
     async fn elect(&self) -> Result<(), sqlx::Error> {
-        let mut conn = self.app.pool.acquire().await?;
-        for (cloud_id, product, old, new) in
-            store::elect_grants(&mut conn, self.app.clock.now()).await?
-        {
+        // One transaction: the advisory lock inside is held until it ends.
+        let mut tx = self.app.pool.begin().await?;
+        let changes = store::elect_grants(&mut tx, self.app.clock.now()).await?;
+        tx.commit().await?;
+        for (cloud_id, product, old, new) in changes {
             tracing::info!(site.cloud_id = %cloud_id, site.product = %product, ?old, ?new, "site elected a grant");
         }
         Ok(())

@@ -10,9 +10,10 @@ use crate::store::alerts::AlertKind;
 use crate::store::delta;
 use crate::store::grants::{self, GrantStatus};
 
-/// How many grants one claim takes, and how many exchanges run at once.
-const BATCH: i64 = 64;
+/// How many exchanges run at once, and so how many grants one claim takes: a claimed grant
+/// waiting its turn would burn its lease.
 const CONCURRENCY: usize = 8;
+const BATCH: i64 = CONCURRENCY as i64;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,6 +34,11 @@ pub async fn run_once(
 ) -> Result<SweepReport, sqlx::Error> {
     let mut report = SweepReport::default();
     warn_and_expire_families(app, &mut report).await?;
+    {
+        // Consent attempts nobody finished.
+        let mut conn = app.pool.acquire().await?;
+        crate::store::oauth_states::purge_expired_states(&mut conn, app.clock.now()).await?;
+    }
     let lease_ttl = delta(app.config.tokens.lease_ttl);
     while !stop.is_cancelled() {
         let now = app.clock.now();

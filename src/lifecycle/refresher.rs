@@ -25,6 +25,9 @@ use crate::store::alerts::AlertKind;
 use crate::store::delta;
 use crate::store::grants::{self, Grant, GrantStatus, Lease, Rotation};
 
+/// No retry waits longer than this, whatever a server's `Retry-After` says.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
 /// Deliberate crash points, for proving recovery. Off in production.
 #[derive(Debug, Default, Clone)]
 pub struct Failpoints {
@@ -241,17 +244,31 @@ impl Refresher {
                 let now = self.app.clock.now();
                 let policy = &self.app.config.tokens;
                 let keyring = self.app.keyring();
+                let (refresh_idle_deadline, next_refresh_at) = match set.refresh_token {
+                    Some(_) => (
+                        now + delta(policy.inactivity_expiry),
+                        keepalive_due(policy, now),
+                    ),
+                    // No new refresh token: the old one stays current and its idle clock is not
+                    // known to restart; confirm soon (inside the leeway, in case Atlassian did
+                    // retire it) rather than trusting it for another month.
+                    None => (
+                        grant.refresh_idle_deadline,
+                        now + delta(policy.reuse_leeway / 4),
+                    ),
+                };
                 let rotation = Rotation {
                     refresh_token: set
                         .refresh_token
                         .as_ref()
                         .map(|t| grants::seal_refresh_token(keyring, grant.id, t)),
                     access_token: grants::seal_access_token(keyring, grant.id, &set.access_token),
-                    access_expires_at: now + delta(set.expires_in),
+                    // An absurd lifetime from the server must not overflow the arithmetic.
+                    access_expires_at: now + delta(set.expires_in.min(Duration::from_secs(86_400))),
                     scopes: set.scopes.clone(),
                     rotated_at: now,
-                    refresh_idle_deadline: now + delta(policy.inactivity_expiry),
-                    next_refresh_at: keepalive_due(policy, now),
+                    refresh_idle_deadline,
+                    next_refresh_at,
                 };
                 let mut tx = self.app.pool.begin().await?;
                 let Some(stored) = grants::persist_rotation(
@@ -341,12 +358,21 @@ impl Refresher {
         let now = self.app.clock.now();
         let policy = &self.app.config.tokens;
         let streak = u32::try_from(grant.failure_streak).unwrap_or(0) + 1;
+        // An earlier attempt of this exchange may have rotated the token at Atlassian (it was
+        // interrupted, and nothing has been persisted since): every retry must land inside
+        // the reuse leeway counted from that first attempt, whatever this failure was.
+        let pending = interrupted || grant.refresh_started_at.is_some();
         let mut delay = retry_after.unwrap_or_else(|| retry_delay(streak));
-        if interrupted {
-            // Stay well inside the reuse leeway: the presented token may already be rotated.
+        delay = delay.min(MAX_RETRY_DELAY);
+        if pending {
             delay = delay.min(policy.reuse_leeway / 4);
         }
-        let next_refresh_at: DateTime<Utc> = now + delta(delay);
+        let mut next_refresh_at: DateTime<Utc> = now + delta(delay);
+        if let Some(first) = grant.refresh_started_at.filter(|_| pending) {
+            let last_safe = first + delta(policy.reuse_leeway / 2);
+            next_refresh_at =
+                next_refresh_at.min(last_safe.max(now + chrono::TimeDelta::seconds(5)));
+        }
         let mut tx = self.app.pool.begin().await?;
         let Some(streak) = grants::record_transient_failure(
             &mut tx,
@@ -354,7 +380,7 @@ impl Refresher {
             lease,
             &error,
             next_refresh_at,
-            interrupted,
+            pending,
             now,
         )
         .await?

@@ -210,7 +210,9 @@ fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> 
     };
     match (status, error.as_str()) {
         (429, _) => TokenError::RateLimited { retry_after },
-        (500..=599, _) => TokenError::Transient(format!("HTTP {status} {error}: {description}")),
+        // A 5xx may come after Atlassian rotated the token (a gateway timing out on a slow
+        // backend): retry inside the leeway, like an interrupted exchange.
+        (500..=599, _) => TokenError::Interrupted(format!("HTTP {status} {error}: {description}")),
         // Atlassian answers a dead refresh token with invalid_grant (documented) or
         // unauthorized_client "refresh_token is invalid" (observed); both end the family.
         (_, "invalid_grant" | "unauthorized_client") => TokenError::InvalidGrant {
@@ -284,6 +286,10 @@ mod tests {
             br#"{"error":"unauthorized_client","error_description":"refresh_token is invalid"}"#;
         assert!(classify_failure(403, variant, None).is_terminal_for_grant());
         assert!(!classify_failure(503, b"", None).is_terminal_for_grant());
+        assert!(matches!(
+            classify_failure(502, b"", None),
+            TokenError::Interrupted(_)
+        ));
         assert!(!classify_failure(500, dead, None).is_terminal_for_grant());
         assert!(matches!(
             classify_failure(429, b"", None),

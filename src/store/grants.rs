@@ -468,8 +468,9 @@ pub async fn persist_rotation(
             token_version = g.token_version + 1,
             access_token_sealed = $7, access_token_key_id = $8, access_expires_at = $9,
             scopes = CASE WHEN cardinality($10::text[]) > 0 THEN $10 ELSE g.scopes END,
-            -- Without a new refresh token the idle clock still restarts: the old token was used.
-            refresh_rotated_at = $11, refresh_idle_deadline = $12, next_refresh_at = $13,
+            -- Without a new refresh token the old one stays, and so does its rotation time.
+            refresh_rotated_at = CASE WHEN $5::bytea IS NULL THEN g.refresh_rotated_at ELSE $11 END,
+            refresh_idle_deadline = $12, next_refresh_at = $13,
             last_refreshed_at = $11, refresh_started_at = NULL, failure_streak = 0, last_error = NULL,
             status = CASE WHEN g.status = 'degraded' THEN 'active' ELSE g.status END,
             status_reason = CASE WHEN g.status = 'degraded' THEN NULL ELSE g.status_reason END,
@@ -539,7 +540,9 @@ pub async fn set_status(
     let changed = sqlx::query(
         "UPDATE grants SET status = $2, status_reason = $3, status_since = $4, updated_at = $4,
             refresh_started_at = CASE WHEN $2 = 'needs_reauth' THEN NULL ELSE refresh_started_at END
-         WHERE id = $1 AND status <> $2 AND status <> 'disabled'",
+         WHERE id = $1 AND status <> $2 AND status <> 'disabled'
+           -- A transient failure never hides a terminal state.
+           AND NOT (status = 'needs_reauth' AND $2 = 'degraded')",
     )
     .bind(grant_id)
     .bind(status.as_str())

@@ -50,5 +50,7 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 /// A configured duration as business time (saturating: durations are validated upstream).
 pub fn delta(duration: Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+    // Clamped far below TimeDelta::MAX, so adding it to an instant can never overflow.
+    const CEILING: chrono::TimeDelta = chrono::TimeDelta::days(365 * 100);
+    chrono::TimeDelta::from_std(duration).map_or(CEILING, |d| d.min(CEILING))
 }

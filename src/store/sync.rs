@@ -25,12 +25,17 @@ pub async fn elect_grants(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, String, Option<Uuid>, Option<Uuid>)>, sqlx::Error> {
+    // Replicas electing at the same tick take turns instead of deadlocking on row order.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('atlassync.elect_grants'))")
+        .execute(&mut *conn)
+        .await?;
     // Every (site, product) any grant has ever reached gets a row.
     sqlx::query(
         "INSERT INTO synced_sites (cloud_id, product, name, url)
          SELECT DISTINCT ON (cloud_id, product) cloud_id, product, name, url FROM sites
          ORDER BY cloud_id, product, last_seen_at DESC
-         ON CONFLICT (cloud_id, product) DO UPDATE SET name = EXCLUDED.name, url = EXCLUDED.url",
+         ON CONFLICT (cloud_id, product) DO UPDATE SET name = EXCLUDED.name, url = EXCLUDED.url
+         WHERE (synced_sites.name, synced_sites.url) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.url)",
     )
     .execute(&mut *conn)
     .await?;
@@ -291,12 +296,13 @@ pub struct SpaceRow {
     pub raw: serde_json::Value,
 }
 
-/// Replaces a site's spaces with a complete listing: upserts every listed space and
-/// soft-deletes the ones not listed. Returns (upserted, deleted).
+/// Upserts every listed space and, when the listing is `complete`, soft-deletes the ones
+/// not listed. Returns (upserted, deleted).
 pub async fn replace_spaces(
     conn: &mut PgConnection,
     cloud_id: &str,
     spaces: &[SpaceRow],
+    complete: bool,
     now: DateTime<Utc>,
 ) -> Result<(u64, u64), sqlx::Error> {
     let ids: Vec<&str> = spaces.iter().map(|s| s.space_id.as_str()).collect();
@@ -323,6 +329,9 @@ pub async fn replace_spaces(
     .execute(&mut *conn)
     .await?
     .rows_affected();
+    if !complete {
+        return Ok((upserted, 0));
+    }
     let deleted = sqlx::query(
         "UPDATE confluence_spaces SET deleted_at = $3
          WHERE cloud_id = $1 AND deleted_at IS NULL AND NOT (space_id = ANY($2))",
