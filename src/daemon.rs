@@ -57,6 +57,11 @@ pub fn worker_id() -> String {
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration from `config_path`.
 pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGHUP or SIGTERM during start-up must not kill the process
+    // with the default action.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let refresher = Refresher::new(app.clone(), worker_id());
@@ -68,14 +73,14 @@ pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::
     });
     let triggers = Arc::new(Triggers::default());
 
-    let listener = tokio::net::TcpListener::bind(app.config.http.listen)
-        .await
+    // The socket outlives configuration generations: a reload starts a server with the new
+    // configuration over a duplicate of it and retires the old one, so the consent flow
+    // (keys, client credentials, invite TTL) follows SIGHUP like the workers do.
+    let listener = std::net::TcpListener::bind(app.config.http.listen)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
         .with_context(|| format!("cannot listen on http.listen {}", app.config.http.listen))?;
     tracing::info!(http.listen = %app.config.http.listen, "serving the consent flow and health");
-    let server = tokio::spawn(crate::http::serve(app.clone(), listener, {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
+    let mut server = HttpServer::start(app.clone(), &listener, &stop)?;
 
     spawn_workers(&tracker, &stop, &triggers, &context_rx);
     let mut scheduler = start_scheduler(&app.config, &triggers).await?;
@@ -84,9 +89,6 @@ pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::
     notify(&[NotifyState::Ready]);
     tracing::info!("atlassync running");
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); break; }
@@ -98,6 +100,11 @@ pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::
                         // In-flight runs finish with the old settings; new runs use the new.
                         let _ = scheduler.shutdown().await;
                         scheduler = start_scheduler(&config, &triggers).await?;
+                        let app = context_rx.borrow().app.clone();
+                        match HttpServer::start(app, &listener, &stop) {
+                            Ok(next) => std::mem::replace(&mut server, next).retire(&tracker),
+                            Err(e) => tracing::error!(error = %e, "the HTTP server keeps the previous configuration"),
+                        }
                         tracing::info!("configuration reloaded");
                     }
                     Err(e) => tracing::error!(error = %e, "configuration reload refused; keeping the running configuration"),
@@ -120,12 +127,45 @@ pub async fn run(app: App, config_path: PathBuf, config_given: bool) -> anyhow::
             DRAIN_GRACE.as_secs()
         );
     }
-    match tokio::time::timeout(Duration::from_secs(3), server).await {
+    match tokio::time::timeout(Duration::from_secs(3), server.task).await {
         Ok(joined) => joined.context("HTTP server task")?.context("HTTP server")?,
         Err(_) => tracing::warn!("HTTP server did not drain in time"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP server of one configuration generation, over a duplicate of the listening socket.
+struct HttpServer {
+    /// Cancelled when a reload replaces this generation, or at shutdown (a child of `stop`).
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    fn start(
+        app: App,
+        listener: &std::net::TcpListener,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let socket = tokio::net::TcpListener::from_std(listener.try_clone()?)
+            .context("sharing the http.listen socket")?;
+        let own = stop.child_token();
+        let task = tokio::spawn(crate::http::serve(app, socket, {
+            let own = own.clone();
+            async move { own.cancelled().await }
+        }));
+        Ok(Self { stop: own, task })
+    }
+
+    /// Stops accepting (the next generation does); requests in flight finish, tracked so
+    /// that shutdown waits for them.
+    fn retire(self, tracker: &TaskTracker) {
+        self.stop.cancel();
+        tracker.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
+        });
+    }
 }
 
 /// Loads and validates the configuration again and, if it is sound, publishes a new context.

@@ -581,7 +581,7 @@ pub async fn grants_nearing_family_deadline(
 ) -> Result<Vec<Grant>, sqlx::Error> {
     sqlx::query_as(
         "SELECT g.* FROM grants g
-         WHERE g.status IN ('active', 'degraded') AND g.family_deadline - $2 <= $1
+         WHERE g.status IN ('active', 'degraded') AND g.family_deadline <= $1 + $2
            AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.grant_id = g.id
                            AND a.kind = 'family_expiring' AND a.resolved_at IS NULL)",
     )
