@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use anyhow::Context;
+use futures_util::FutureExt;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -218,8 +221,14 @@ fn spawn_workers(
         tracker.spawn(async move {
             while wait(pick(&triggers), &stop).await {
                 let run = context.borrow().clone();
-                if let Err(e) = run_job(name, &run, &stop).await {
-                    tracing::error!(job = name, error = %e, "job failed; retrying at the next tick");
+                // A bug in one run must not end the job for the life of the process: a dead
+                // token sweep would let grants expire in silence.
+                match AssertUnwindSafe(run_job(name, &run, &stop)).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(job = name, error = %e, "job failed; retrying at the next tick")
+                    }
+                    Err(_) => tracing::error!(job = name, "job panicked; retrying at the next tick"),
                 }
             }
         });
