@@ -1048,8 +1048,13 @@ async fn child(database_url: &str, args: &[String]) -> anyhow::Result<()> {
         let reset = reset_peak_rss();
         let sync = first_sync(&world, n, other_pid).await?;
         let hwm_sync = status_kb("self", "VmHWM:");
+        let (requests, points): (i32, i32) = sqlx::query_as(
+            "SELECT requests, points_used FROM sync_runs WHERE kind = 'jira_incremental' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(&db.pool)
+        .await?;
         println!(
-            "CHILD n={n} sync_s={:.3} rate={:.0} cpu_s={:.1} pg_s={:.1} other_cpu_s={:.1} rss_setup_kb={rss_setup} hwm_setup_kb={hwm_setup} hwm_sync_kb={} hwm_total_kb={}",
+            "CHILD n={n} requests={requests} points={points} sync_s={:.3} rate={:.0} cpu_s={:.1} pg_s={:.1} other_cpu_s={:.1} rss_setup_kb={rss_setup} hwm_setup_kb={hwm_setup} hwm_sync_kb={} hwm_total_kb={}",
             sync.wall,
             sync.rate(n),
             sync.cpu,

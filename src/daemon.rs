@@ -6,11 +6,10 @@
 //! runs is coalesced into one more run, so a job never overlaps itself. Workers check for
 //! shutdown between grants, never in the middle of a token exchange.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::panic::AssertUnwindSafe;
 
 use anyhow::Context;
 use futures_util::FutureExt;
