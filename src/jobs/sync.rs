@@ -55,6 +55,7 @@ impl Syncer {
         stop: &CancellationToken,
     ) -> Result<SyncReport, sqlx::Error> {
         self.elect().await?;
+        self.close_abandoned_runs().await?;
         let mut report = SyncReport::default();
         while !stop.is_cancelled() {
             let sites = {
@@ -89,6 +90,15 @@ impl Syncer {
             tracing::info!(kind = kind.as_str(), ?report, "sync pass");
         }
         Ok(report)
+    }
+
+    /// Runs left `running` by a process that stopped mid-run are closed as failed, so
+    /// `sync_runs` never shows a run in progress that nobody is doing.
+    async fn close_abandoned_runs(&self) -> Result<(), sqlx::Error> {
+        let now = self.app.clock.now();
+        let mut conn = self.app.pool.acquire().await?;
+        store::close_abandoned_runs(&mut conn, now - chrono::TimeDelta::hours(6), now).await?;
+        Ok(())
     }
 
     async fn revalidate(&self, grant_id: uuid::Uuid) -> Result<(), sqlx::Error> {

@@ -412,6 +412,24 @@ pub async fn finish_run(
     Ok(())
 }
 
+/// Closes runs still `running` that started before `started_before` (their process is gone).
+pub async fn close_abandoned_runs(
+    conn: &mut PgConnection,
+    started_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let closed = sqlx::query(
+        "UPDATE sync_runs SET outcome = 'failed', finished_at = $2,
+            error = 'abandoned: the process running it stopped before it finished'
+         WHERE outcome = 'running' AND started_at < $1",
+    )
+    .bind(started_before)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(closed.rows_affected())
+}
+
 /// Records the sites' last successful run time.
 pub async fn mark_site_synced(
     conn: &mut PgConnection,
