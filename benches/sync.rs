@@ -13,7 +13,9 @@
 //! 4. Peak RSS of a fresh process syncing 10,000 and 100,000 issues, with the emulator in
 //!    the same process and in its own (`atlassync emulator`) process.
 //!
-//! `BENCH_SYNC_ISSUES` overrides the issue count of parts 1–3 (default 100,000).
+//! `BENCH_SYNC_ISSUES` overrides the issue count of parts 1–3 (default 100,000);
+//! `BENCH_SYNC_CHILD_PREFETCH=1` makes each part-4 child page through once before syncing
+//! (a diagnostic). The whole machine's load shows in every figure: the load average is printed.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -498,6 +500,14 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
         limit_a.line(n)
     );
 
+    // 3. The real thing, early, while this process's heap is still as fresh as a daemon's.
+    let sync_load = load_average();
+    let sync = first_sync(&world, n, None).await?;
+    let (requests, points): (i32, i32) = sqlx::query_as(
+        "SELECT requests, points_used FROM sync_runs WHERE kind = 'jira_incremental' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await?;
     // The same pages again, kept, for the parse and write measurements.
     let meter = Meter::start();
     let (_, _, bodies) = page_all(world.app(), &token, &world.cloud, true).await?;
@@ -520,6 +530,13 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let to_rows = meter.stop();
     ensure!(rows.len() == n, "{} rows parsed, {n} expected", rows.len());
     drop(bodies);
+    // What sqlx does to bind `raw` as jsonb: serialize the Value tree back to text.
+    let meter = Meter::start();
+    let mut jsonb_bytes = 0usize;
+    for row in &rows {
+        jsonb_bytes += serde_json::to_vec(&row.raw)?.len();
+    }
+    let reserialize = meter.stop();
 
     // 2. Limit B.
     let now = Utc::now();
@@ -552,19 +569,41 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
         limit_b.line(n),
         encode.wall
     );
-    drop(csv);
     sqlx::query("DROP TABLE bench_copy").execute(pool).await?;
+    let lz4 = async {
+        sqlx::raw_sql(
+            "CREATE TABLE bench_copy (LIKE jira_issues INCLUDING ALL);
+             ALTER TABLE bench_copy ALTER COLUMN raw SET COMPRESSION lz4",
+        )
+        .execute(pool)
+        .await?;
+        checkpoint(pool).await;
+        let meter = Meter::start();
+        let mut conn = pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw(&format!(
+                "COPY bench_copy ({COLUMNS}) FROM STDIN WITH (FORMAT csv)"
+            ))
+            .await?;
+        copy.send(csv.as_slice()).await?;
+        copy.finish().await?;
+        let measured = meter.stop();
+        drop(conn);
+        sqlx::query("DROP TABLE bench_copy").execute(pool).await?;
+        anyhow::Ok(measured)
+    };
+    match lz4.await {
+        Ok(m) => println!(
+            "   the same with raw compressed by lz4 instead of pglz:\n   {}",
+            m.line(n)
+        ),
+        Err(e) => println!("   (lz4 variant unavailable: {e})"),
+    }
+    drop(csv);
 
-    // 3. The real thing.
-    let sync = first_sync(&world, n, None).await?;
-    let (requests, points): (i32, i32) = sqlx::query_as(
-        "SELECT requests, points_used FROM sync_runs WHERE kind = 'jira_incremental' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(pool)
-    .await?;
     let limit = limit_a.rate(n).min(limit_b.rate(n));
     println!(
-        "\n3. First sync (Syncer::run_once, {requests} requests, {points} points)\n   {}\n   ratio to min(A, B) = {} issues/s: {:.2}  (goal ≥ 0.80)",
+        "\n3. First sync (Syncer::run_once, {requests} requests, {points} points; load average before: {sync_load})\n   {}\n   ratio to min(A, B) = {} issues/s: {:.2}  (goal ≥ 0.80)",
         sync.line(n),
         thousands(limit),
         sync.rate(n) / limit
@@ -583,6 +622,11 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     println!(
         "   c. Value → IssueRow (before the join, serial)  {:7.2} s",
         to_rows.wall
+    );
+    println!(
+        "   c′ Value → jsonb text when binding `raw`       {:7.2} s  ({:.0} MB; part of d)",
+        reserialize.wall,
+        jsonb_bytes as f64 / 1e6
     );
     let pages_of_rows: Vec<&[IssueRow]> = rows.chunks(100).collect();
     let upsert = write_pages(&world, &pages_of_rows, Write::Unnest).await?;
@@ -836,7 +880,10 @@ async fn points_bookkeeping(app: &App, requests: usize) -> anyhow::Result<Measur
 // ----- memory: fresh child processes ------------------------------------------------------------
 
 async fn memory(database_url: &str) -> anyhow::Result<()> {
-    println!("\n4. Peak RSS of a fresh process running one first sync (VmHWM, reset after setup)");
+    println!(
+        "\n4. Peak RSS of a fresh process running one first sync (VmHWM, reset after setup; load average {})",
+        load_average()
+    );
     let me = std::env::current_exe()?;
     println!("   a. emulator in the same process:");
     for n in [10_000usize, 100_000] {

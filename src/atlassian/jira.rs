@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::session::{CallError, SiteSession};
 use crate::store::sync::IssueRow;
@@ -25,11 +26,11 @@ pub const SYNC_FIELDS: &[&str] = &[
     "duedate",
 ];
 
-/// One page of `search/jql`.
+/// One page of `search/jql`. Issues stay raw JSON text until their columns are read.
 #[derive(Debug, Deserialize)]
 pub struct SearchPage {
     #[serde(default)]
-    pub issues: Vec<Value>,
+    pub issues: Vec<Box<RawValue>>,
     #[serde(rename = "nextPageToken", default)]
     pub next_page_token: Option<String>,
     #[serde(rename = "isLast", default)]
@@ -132,39 +133,113 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.to_utc())
 }
 
+/// The columns atlassync types, read straight from an issue's JSON text (the rest is kept
+/// verbatim in `raw`, so no JSON tree is ever built for it).
+#[derive(Deserialize)]
+struct IssueColumns {
+    id: IdValue,
+    key: String,
+    #[serde(default)]
+    fields: Option<FieldColumns>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdValue {
+    Text(String),
+    Number(i64),
+}
+
+#[derive(Deserialize, Default)]
+struct FieldColumns {
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    project: Option<Named>,
+    #[serde(default)]
+    status: Option<Named>,
+    #[serde(default)]
+    issuetype: Option<Named>,
+    #[serde(default)]
+    assignee: Option<Assignee>,
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    updated: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Assignee {
+    #[serde(rename = "accountId", default)]
+    account_id: Option<String>,
+}
+
 /// The typed columns of one issue; `None` for JSON without an id or key.
-pub fn issue_row(raw: Value) -> Option<IssueRow> {
-    let id = match raw.get("id")? {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    let key = raw.get("key")?.as_str()?.to_owned();
-    let fields = raw.get("fields");
-    let text = |path: &[&str]| -> Option<String> {
-        let mut value = fields?;
-        for part in path {
-            value = value.get(part)?;
-        }
-        value.as_str().map(str::to_owned)
-    };
+pub fn issue_row(raw: Box<RawValue>) -> Option<IssueRow> {
+    let columns: IssueColumns = serde_json::from_str(raw.get()).ok()?;
+    let fields = columns.fields.unwrap_or_default();
     Some(IssueRow {
-        issue_id: id,
-        issue_key: key,
-        project_key: text(&["project", "key"]),
-        summary: text(&["summary"]),
-        status: text(&["status", "name"]),
-        issue_type: text(&["issuetype", "name"]),
-        assignee_account_id: text(&["assignee", "accountId"]),
-        created_at: text(&["created"]).as_deref().and_then(parse_timestamp),
-        updated_at: text(&["updated"]).as_deref().and_then(parse_timestamp),
+        issue_id: match columns.id {
+            IdValue::Text(id) => id,
+            IdValue::Number(id) => id.to_string(),
+        },
+        issue_key: columns.key,
+        project_key: fields.project.and_then(|p| p.key),
+        summary: fields.summary,
+        status: fields.status.and_then(|s| s.name),
+        issue_type: fields.issuetype.and_then(|t| t.name),
+        assignee_account_id: fields.assignee.and_then(|a| a.account_id),
+        created_at: fields.created.as_deref().and_then(parse_timestamp),
+        updated_at: fields.updated.as_deref().and_then(parse_timestamp),
         raw,
     })
+}
+
+/// The id of an issue in an id-only page.
+pub fn issue_id(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: IdValue,
+    }
+    match serde_json::from_str::<IdOnly>(raw.get()).ok()?.id {
+        IdValue::Text(id) => Some(id),
+        IdValue::Number(id) => Some(id.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_read_and_the_json_kept_verbatim() {
+        let text = r#"{"id":"10002","key":"ENG-1","fields":{"summary":"Main order flow broken","status":{"name":"In Progress","id":"3"},"updated":"2026-03-01T09:15:07.311+1100","created":"2026-02-27T16:02:44.120+1100","project":{"id":"10000","key":"ENG"},"issuetype":{"name":"Bug"},"assignee":null,"labels":["checkout"]}}"#;
+        let row = issue_row(RawValue::from_string(text.into()).unwrap()).unwrap();
+        assert_eq!(
+            (row.issue_id.as_str(), row.issue_key.as_str()),
+            ("10002", "ENG-1")
+        );
+        assert_eq!(row.project_key.as_deref(), Some("ENG"));
+        assert_eq!(row.status.as_deref(), Some("In Progress"));
+        assert_eq!(row.issue_type.as_deref(), Some("Bug"));
+        assert_eq!(row.assignee_account_id, None);
+        assert_eq!(
+            row.updated_at.unwrap().to_rfc3339(),
+            "2026-02-28T22:15:07.311+00:00"
+        );
+        assert_eq!(row.raw.get(), text);
+        let ids_only = RawValue::from_string(r#"{"id":"10031","key":"ENG-30"}"#.into()).unwrap();
+        assert!(issue_row(ids_only.clone()).is_some());
+        assert_eq!(issue_id(&ids_only).as_deref(), Some("10031"));
+    }
 
     #[test]
     fn jira_offsets_without_colons_parse() {
@@ -176,8 +251,9 @@ mod tests {
 
     #[test]
     fn paging_stops_on_every_last_page_signal() {
+        let null = || RawValue::from_string("null".into()).unwrap();
         let page = |issues: usize, token: Option<&str>, last: Option<bool>| SearchPage {
-            issues: vec![Value::Null; issues],
+            issues: (0..issues).map(|_| null()).collect(),
             next_page_token: token.map(str::to_owned),
             is_last: last,
         };

@@ -38,11 +38,7 @@ pub async fn reconcile(
     loop {
         let page = jira::search(session, &jql, &["id"], 5000, sent.as_deref()).await?;
         let next = page.next(sent.as_deref());
-        remote.extend(
-            page.issues
-                .iter()
-                .filter_map(|i| i.get("id").and_then(|v| v.as_str()).map(str::to_owned)),
-        );
+        remote.extend(page.issues.iter().filter_map(|raw| jira::issue_id(raw)));
         match next {
             Some(token) => sent = Some(token),
             None => break,

@@ -17,6 +17,9 @@ use crate::atlassian::session::{CallError, SiteSession};
 use crate::store::delta;
 use crate::store::sync::{self as store, IssueRow, RunTotals, SyncedSite};
 
+/// Rows per write transaction: fewer, larger commits are markedly cheaper than one per page.
+const WRITE_BATCH: usize = 1000;
+
 /// Syncs the issues of `site` updated since its watermark.
 pub async fn incremental(
     app: &App,
@@ -51,22 +54,36 @@ pub async fn incremental(
     let mut page = jira::search(session, &jql, SYNC_FIELDS, page_size, None).await?;
     let mut sent: Option<String> = None;
     let mut high_water = watermark;
+    let mut pending: Vec<IssueRow> = Vec::new();
     loop {
         let next = page.next(sent.as_deref());
-        let rows: Vec<IssueRow> = std::mem::take(&mut page.issues)
-            .into_iter()
-            .filter_map(jira::issue_row)
-            .collect();
+        pending.extend(
+            std::mem::take(&mut page.issues)
+                .into_iter()
+                .filter_map(jira::issue_row),
+        );
         if next.is_none() {
             // The scan is complete: everything updated before it started has been seen,
             // apart from index lag, which the next run's overlap covers.
             high_water = high_water.max(run_started);
-        } else if let Some(max) = rows.iter().filter_map(|r| r.updated_at).max() {
-            // Mid-scan, only what the committed pages prove, and never past the run's start.
+        } else if let Some(max) = pending.iter().filter_map(|r| r.updated_at).max() {
+            // Mid-scan, only what the committed rows prove, and never past the run's start.
             high_water = high_water.max(max.min(run_started));
         }
-        // Write this page while the next one downloads.
-        let write = commit_page(app, &site.cloud_id, &rows, high_water);
+        // Pages are committed in batches of about WRITE_BATCH rows (fewer, larger
+        // transactions), each written while the next page downloads.
+        let write_now = next.is_none() || pending.len() >= WRITE_BATCH;
+        let rows = if write_now {
+            std::mem::take(&mut pending)
+        } else {
+            Vec::new()
+        };
+        let write = async {
+            if rows.is_empty() && !write_now {
+                return Ok(0);
+            }
+            commit_page(app, &site.cloud_id, &rows, high_water).await
+        };
         let fetch = async {
             match &next {
                 Some(token) => {
@@ -77,7 +94,9 @@ pub async fn incremental(
         };
         let (written, fetched) = tokio::join!(write, fetch);
         totals.upserted += written? as i64;
-        totals.watermark_after = Some(high_water);
+        if write_now {
+            totals.watermark_after = Some(high_water);
+        }
         match fetched {
             None => break,
             Some(fetched) => {

@@ -165,7 +165,8 @@ pub struct IssueRow {
     pub assignee_account_id: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
-    pub raw: serde_json::Value,
+    /// The issue's JSON exactly as Atlassian sent it.
+    pub raw: Box<serde_json::value::RawValue>,
 }
 
 /// Upserts a page of issues in one statement. An older copy never overwrites a newer one
@@ -184,12 +185,16 @@ pub async fn upsert_issues(
     let keys: Vec<&str> = issues.iter().map(|i| i.issue_key.as_str()).collect();
     let created: Vec<Option<DateTime<Utc>>> = issues.iter().map(|i| i.created_at).collect();
     let updated: Vec<Option<DateTime<Utc>>> = issues.iter().map(|i| i.updated_at).collect();
-    let raw: Vec<&serde_json::Value> = issues.iter().map(|i| &i.raw).collect();
+    // Raw JSON goes over as text and becomes jsonb in the server, which parses it once.
+    let raw: Vec<&str> = issues.iter().map(|i| i.raw.get()).collect();
     let result = sqlx::query(
         "INSERT INTO jira_issues (cloud_id, issue_id, issue_key, project_key, summary, status, issue_type,
                                  assignee_account_id, created_at, updated_at, raw, synced_at, deleted_at)
-         SELECT $1, * , $11, NULL FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                        $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $12::jsonb[])
+         SELECT $1, u.id, u.key, u.project, u.summary, u.status, u.kind, u.assignee, u.created,
+                u.updated, u.raw::jsonb, $11, NULL
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::timestamptz[], $10::timestamptz[], $12::text[])
+              AS u(id, key, project, summary, status, kind, assignee, created, updated, raw)
          ON CONFLICT (cloud_id, issue_id) DO UPDATE SET
             issue_key = EXCLUDED.issue_key, project_key = EXCLUDED.project_key, summary = EXCLUDED.summary,
             status = EXCLUDED.status, issue_type = EXCLUDED.issue_type,
