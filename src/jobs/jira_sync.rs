@@ -51,61 +51,69 @@ pub async fn incremental(
     tracing::debug!(site.cloud_id = %site.cloud_id, %jql, "incremental search");
     let page_size = app.config.sync.jira_page_size.min(100);
 
-    let mut page = jira::search(session, &jql, SYNC_FIELDS, page_size, None).await?;
-    let mut sent: Option<String> = None;
-    let mut high_water = watermark;
-    let mut pending: Vec<IssueRow> = Vec::new();
-    loop {
-        let next = page.next(sent.as_deref());
-        pending.extend(
-            std::mem::take(&mut page.issues)
-                .into_iter()
-                .filter_map(jira::issue_row),
-        );
-        if next.is_none() {
-            // The scan is complete: everything updated before it started has been seen,
-            // apart from index lag, which the next run's overlap covers.
-            high_water = high_water.max(run_started);
-        } else if let Some(max) = pending.iter().filter_map(|r| r.updated_at).max() {
-            // Mid-scan, only what the committed rows prove, and never past the run's start.
-            high_water = high_water.max(max.min(run_started));
-        }
-        // Pages are committed in batches of about WRITE_BATCH rows (fewer, larger
-        // transactions), each written while the next page downloads.
-        let write_now = next.is_none() || pending.len() >= WRITE_BATCH;
-        let rows = if write_now {
-            std::mem::take(&mut pending)
-        } else {
-            Vec::new()
-        };
-        let write = async {
-            if rows.is_empty() && !write_now {
-                return Ok(0);
+    // Downloading and writing run side by side: the fetcher hands batches of about
+    // WRITE_BATCH rows to the writer through a short queue, and the writer commits them in
+    // order, each with the watermark its rows prove.
+    let (batches, mut queue) = tokio::sync::mpsc::channel::<Batch>(2);
+    let fetcher = async move {
+        let mut page = jira::search(session, &jql, SYNC_FIELDS, page_size, None).await?;
+        let mut sent: Option<String> = None;
+        let mut high_water = watermark;
+        let mut pending: Vec<IssueRow> = Vec::new();
+        loop {
+            let next = page.next(sent.as_deref());
+            pending.extend(
+                std::mem::take(&mut page.issues)
+                    .into_iter()
+                    .filter_map(jira::issue_row),
+            );
+            if next.is_none() {
+                // The scan is complete: everything updated before it started has been seen,
+                // apart from index lag, which the next run's overlap covers.
+                high_water = high_water.max(run_started);
+            } else if let Some(max) = pending.iter().filter_map(|r| r.updated_at).max() {
+                // Mid-scan, only what the rows prove, and never past the run's start.
+                high_water = high_water.max(max.min(run_started));
             }
-            commit_page(app, &site.cloud_id, &rows, high_water).await
-        };
-        let fetch = async {
-            match &next {
-                Some(token) => {
-                    Some(jira::search(session, &jql, SYNC_FIELDS, page_size, Some(token)).await)
+            if next.is_none() || pending.len() >= WRITE_BATCH {
+                let batch = Batch {
+                    rows: std::mem::take(&mut pending),
+                    watermark: high_water,
+                };
+                if batches.send(batch).await.is_err() {
+                    // The writer failed; its error is the one reported.
+                    return Ok::<(), CallError>(());
                 }
-                None => None,
             }
-        };
-        let (written, fetched) = tokio::join!(write, fetch);
-        totals.upserted += written? as i64;
-        if write_now {
-            totals.watermark_after = Some(high_water);
+            let Some(token) = next else { return Ok(()) };
+            page = jira::search(session, &jql, SYNC_FIELDS, page_size, Some(&token)).await?;
+            sent = Some(token);
         }
-        match fetched {
-            None => break,
-            Some(fetched) => {
-                page = fetched?;
-                sent = next;
-            }
+    };
+    let writer = async {
+        let mut upserted = 0u64;
+        let mut committed = None;
+        while let Some(batch) = queue.recv().await {
+            upserted += commit_page(app, &site.cloud_id, &batch.rows, batch.watermark).await?;
+            committed = Some(batch.watermark);
         }
-    }
+        Ok::<_, CallError>((upserted, committed))
+    };
+    let (fetched, written) = tokio::join!(fetcher, writer);
+    // What was committed counts even when the scan failed part-way.
+    let written = written.map(|(upserted, committed)| {
+        totals.upserted += upserted as i64;
+        totals.watermark_after = committed;
+    });
+    fetched?;
+    written?;
     Ok(())
+}
+
+/// Rows committed together, and the watermark they prove.
+struct Batch {
+    rows: Vec<IssueRow>,
+    watermark: DateTime<Utc>,
 }
 
 async fn commit_page(
