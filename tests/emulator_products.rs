@@ -1,6 +1,6 @@
 //! The emulator's Jira and Confluence endpoints, rate limits and fault injection, over real HTTP
 //! on 127.0.0.1:0, plus a check of every JSON body kind against Atlassian's published OpenAPI
-//! documents (`../shared/openapi/`).
+//! documents (copies in `tests/openapi/`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -1468,9 +1468,8 @@ struct OpenApi {
 
 impl OpenApi {
     fn load(file: &str) -> Self {
-        let path = format!("{}/../shared/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {path}: {e} (shared/ must sit beside the repo)"));
+        let path = format!("{}/tests/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         Self {
             doc: serde_json::from_str(&text).expect("OpenAPI JSON"),
         }
