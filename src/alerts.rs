@@ -23,6 +23,35 @@ pub struct Condition<'a> {
     pub deadline: Option<DateTime<Utc>>,
 }
 
+impl<'a> Condition<'a> {
+    /// A grant-level condition that began at `since`, with no deadline.
+    pub fn new(kind: AlertKind, reason: &'a str, since: DateTime<Utc>) -> Self {
+        Self {
+            kind,
+            site: None,
+            reason,
+            since,
+            deadline: None,
+        }
+    }
+
+    /// The same condition, about one site: (cloud id, product).
+    pub fn at_site(self, cloud_id: &'a str, product: &'a str) -> Self {
+        Self {
+            site: Some((cloud_id, product)),
+            ..self
+        }
+    }
+
+    /// The same condition, fatal at `deadline`.
+    pub fn due(self, deadline: DateTime<Utc>) -> Self {
+        Self {
+            deadline: Some(deadline),
+            ..self
+        }
+    }
+}
+
 /// Opens an alert for `grant` unless one is already open for the same condition. Returns
 /// whether a row was written.
 pub async fn raise(

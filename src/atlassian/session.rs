@@ -293,13 +293,12 @@ impl<'a> SiteSession<'a> {
                 &mut tx,
                 self.app,
                 &grant,
-                crate::alerts::Condition {
-                    kind: crate::store::alerts::AlertKind::ScopesMissing,
-                    site: Some((&self.cloud_id, self.product)),
-                    reason: &reason,
-                    since: self.app.clock.now(),
-                    deadline: None,
-                },
+                crate::alerts::Condition::new(
+                    crate::store::alerts::AlertKind::ScopesMissing,
+                    &reason,
+                    self.app.clock.now(),
+                )
+                .at_site(&self.cloud_id, self.product),
             )
             .await?;
         }

@@ -170,13 +170,7 @@ pub async fn apply_sites(
             conn,
             app,
             grant,
-            alerts::Condition {
-                kind: AlertKind::SiteRevoked,
-                site: Some(key),
-                reason: &reason,
-                since: now,
-                deadline: None,
-            },
+            alerts::Condition::new(AlertKind::SiteRevoked, &reason, now).at_site(key.0, key.1),
         )
         .await?;
         // A revoked site's scope problem is moot.
@@ -205,13 +199,8 @@ pub async fn apply_sites(
                 conn,
                 app,
                 grant,
-                alerts::Condition {
-                    kind: AlertKind::ScopesMissing,
-                    site: Some(key),
-                    reason: &reason,
-                    since: now,
-                    deadline: None,
-                },
+                alerts::Condition::new(AlertKind::ScopesMissing, &reason, now)
+                    .at_site(key.0, key.1),
             )
             .await?;
         }
@@ -224,13 +213,7 @@ pub async fn apply_sites(
             app,
             grant,
             GrantStatus::NeedsReauth,
-            alerts::Condition {
-                kind: AlertKind::NeedsReauth,
-                site: None,
-                reason,
-                since: now,
-                deadline: None,
-            },
+            alerts::Condition::new(AlertKind::NeedsReauth, reason, now),
         )
         .await?;
     }

@@ -91,13 +91,8 @@ async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result
             &mut conn,
             app,
             &grant,
-            alerts::Condition {
-                kind: AlertKind::FamilyExpiring,
-                site: None,
-                reason: &reason,
-                since: now,
-                deadline: Some(grant.family_deadline),
-            },
+            alerts::Condition::new(AlertKind::FamilyExpiring, &reason, now)
+                .due(grant.family_deadline),
         )
         .await?
         {
@@ -115,13 +110,8 @@ async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result
             app,
             &grant,
             GrantStatus::NeedsReauth,
-            alerts::Condition {
-                kind: AlertKind::NeedsReauth,
-                site: None,
-                reason: &reason,
-                since: grant.family_deadline,
-                deadline: Some(grant.family_deadline),
-            },
+            alerts::Condition::new(AlertKind::NeedsReauth, &reason, grant.family_deadline)
+                .due(grant.family_deadline),
         )
         .await?
         {

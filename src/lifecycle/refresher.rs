@@ -333,13 +333,7 @@ impl Refresher {
             &self.app,
             grant,
             GrantStatus::NeedsReauth,
-            alerts::Condition {
-                kind: AlertKind::NeedsReauth,
-                site: None,
-                reason,
-                since: now,
-                deadline: None,
-            },
+            alerts::Condition::new(AlertKind::NeedsReauth, reason, now),
         )
         .await?;
         tx.commit().await?;
@@ -394,13 +388,7 @@ impl Refresher {
                 &self.app,
                 grant,
                 GrantStatus::Degraded,
-                alerts::Condition {
-                    kind: AlertKind::Degraded,
-                    site: None,
-                    reason: &reason,
-                    since: now,
-                    deadline: None,
-                },
+                alerts::Condition::new(AlertKind::Degraded, &reason, now),
             )
             .await?;
         }
