@@ -26,6 +26,7 @@ use atlassync::emulator::{
 use atlassync::lifecycle::Refresher;
 use atlassync::oauth::{AuthorizationCode, RefreshToken};
 use atlassync::store::grants;
+use atlassync::store::grants::CLAIM_DUE_GRANTS_SQL;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use rand::Rng;
@@ -264,18 +265,6 @@ async fn insert_dummy_grants(
     Ok(started.elapsed())
 }
 
-/// The claim statement of `store::grants::claim_due_grants`, for EXPLAIN.
-const CLAIM_SQL: &str = "WITH due AS (
-            SELECT id FROM grants
-            WHERE status IN ('active', 'degraded') AND next_refresh_at <= $1
-              AND (leased_until IS NULL OR leased_until < $1)
-            ORDER BY (refresh_started_at IS NULL), next_refresh_at
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED)
-         UPDATE grants g SET leased_by = $3, leased_until = $1 + $4, lease_epoch = g.lease_epoch + 1
-         FROM due WHERE g.id = due.id
-         RETURNING g.*";
-
 /// Steady state: each round, business time moves on by as much as brings 64 more grants due,
 /// one batch is claimed (timed), and the claimed grants are moved 30 days on as a rotation
 /// would, so ~1% stay due throughout.
@@ -349,7 +338,7 @@ async fn explain_claim(
 ) -> anyhow::Result<()> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) {CLAIM_SQL}"
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) {CLAIM_DUE_GRANTS_SQL}"
     )))
     .bind(now)
     .bind(CLAIM_BATCH)

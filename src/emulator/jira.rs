@@ -179,6 +179,15 @@ fn caller_zone(caller: &Caller) -> Tz {
     caller.user.jira_time_zone.parse().unwrap_or(chrono_tz::UTC)
 }
 
+/// What JQL is evaluated against for `caller` at `now`: their zone and account.
+fn jql_context(caller: &Caller, now: DateTime<Utc>) -> Context {
+    Context {
+        now,
+        zone: caller_zone(caller),
+        account_id: caller.user.account_id.clone(),
+    }
+}
+
 /// What rendering needs besides the data: the gateway API root, the site URL, the zone.
 struct ViewSettings {
     api: String,
@@ -383,11 +392,7 @@ fn search(
             (from_millis(cursor.n), Some(cursor.a))
         }
     };
-    let context = Context {
-        now: anchor,
-        zone: caller_zone(caller),
-        account_id: caller.user.account_id.clone(),
-    };
+    let context = jql_context(caller, anchor);
     let settings = view_settings(shared, caller, cloud_id, site_name);
     let (body, returned) = shared.with_products(|products| {
         let (site, people) = products.jira_with_people(cloud_id);
@@ -462,11 +467,7 @@ async fn approximate_count(
     caller.authorize(SEARCH_POST, &cloud_id, Product::Jira)?;
     let body: CountBody = serde_json::from_slice(&body)
         .map_err(|_| JiraError::BadRequest(INVALID_PAYLOAD.to_owned()))?;
-    let context = Context {
-        now: shared.now(),
-        zone: caller_zone(&caller),
-        account_id: caller.user.account_id.clone(),
-    };
+    let context = jql_context(&caller, shared.now());
     let jql = body.jql.unwrap_or_default();
     let count = shared.with_products(|products| {
         let (site, _) = products.jira_with_people(&cloud_id);

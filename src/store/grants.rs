@@ -356,6 +356,19 @@ impl Grant {
     }
 }
 
+/// The claim of [`claim_due_grants`]: select due rows skipping locked ones, and lease them,
+/// in one statement. Public so the benchmark can EXPLAIN the very statement that runs.
+pub const CLAIM_DUE_GRANTS_SQL: &str = "WITH due AS (
+            SELECT id FROM grants
+            WHERE status IN ('active', 'degraded') AND next_refresh_at <= $1
+              AND (leased_until IS NULL OR leased_until < $1)
+            ORDER BY (refresh_started_at IS NULL), next_refresh_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+         UPDATE grants g SET leased_by = $3, leased_until = $1 + $4, lease_epoch = g.lease_epoch + 1
+         FROM due WHERE g.id = due.id
+         RETURNING g.*";
+
 /// Claims up to `limit` grants whose refresh is due, in one statement: interrupted exchanges
 /// first, then the most overdue. Rows leased by others are skipped, not waited on.
 pub async fn claim_due_grants(
@@ -365,24 +378,13 @@ pub async fn claim_due_grants(
     holder: &str,
     lease_ttl: chrono::TimeDelta,
 ) -> Result<Vec<Grant>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH due AS (
-            SELECT id FROM grants
-            WHERE status IN ('active', 'degraded') AND next_refresh_at <= $1
-              AND (leased_until IS NULL OR leased_until < $1)
-            ORDER BY (refresh_started_at IS NULL), next_refresh_at
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED)
-         UPDATE grants g SET leased_by = $3, leased_until = $1 + $4, lease_epoch = g.lease_epoch + 1
-         FROM due WHERE g.id = due.id
-         RETURNING g.*",
-    )
-    .bind(now)
-    .bind(limit)
-    .bind(holder)
-    .bind(lease_ttl)
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(CLAIM_DUE_GRANTS_SQL)
+        .bind(now)
+        .bind(limit)
+        .bind(holder)
+        .bind(lease_ttl)
+        .fetch_all(conn)
+        .await
 }
 
 /// Leases one grant if nobody else holds it; `None` when it is leased elsewhere.
