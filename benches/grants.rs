@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use atlassian_emulator::{
+    ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, NewUser, Product,
+};
 use atlassync::app::App;
 use atlassync::clock::{Clock, SystemClock};
 use atlassync::config::Config;
 use atlassync::crypto::Keyring;
-use atlassync::emulator::{
-    ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, NewUser, Product,
-};
 use atlassync::lifecycle::Refresher;
 use atlassync::oauth::{AuthorizationCode, RefreshToken};
 use atlassync::store::grants;

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use atlassian_emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::app::App;
 use atlassync::atlassian::jira::{self, SYNC_FIELDS, SearchPage};
 use atlassync::clock::SystemClock;
-use atlassync::emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::jobs::jira_sync::incremental_jql;
 use atlassync::jobs::sync::Syncer;
 use atlassync::lifecycle::Refresher;

@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keyring;
-use crate::emulator::{ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle};
+use atlassian_emulator::{ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle};
 
 /// Configuration keys (dotted, e.g. `tokens.keepalive_after`) mapped to TOML literals.
 pub type Overrides = BTreeMap<String, String>;

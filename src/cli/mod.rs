@@ -6,7 +6,6 @@ mod sites;
 
 pub use grants::{GrantReport, grant_reports, render_table};
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -63,21 +62,7 @@ enum Command {
         reconcile: bool,
     },
     /// Run the built-in Atlassian emulator.
-    Emulator {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9090")]
-        listen: SocketAddr,
-        /// The OAuth client id the emulator accepts.
-        #[arg(long, default_value = "emulator-client")]
-        client_id: String,
-        /// The OAuth client secret the emulator accepts.
-        #[arg(
-            long,
-            default_value = "emulator-secret",
-            env = "ATLASSYNC_EMULATOR_CLIENT_SECRET"
-        )]
-        client_secret: String,
-    },
+    Emulator(atlassian_emulator::ServeArgs),
     /// A guided tour on a private database and the emulator (needs DATABASE_URL).
     Demo,
 }
@@ -148,18 +133,9 @@ pub async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Emulator {
-            listen,
-            client_id,
-            client_secret,
-        } => {
+        Command::Emulator(args) => {
             init_logging(LogFormat::Pretty, "info");
-            let config = crate::emulator::EmulatorConfig {
-                client_id,
-                client_secret,
-                ..Default::default()
-            };
-            crate::emulator::serve_forever(config, listen).await?;
+            atlassian_emulator::serve_forever(args.config(), args.listen).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo => {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::clock::ManualClock;
-use crate::emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use crate::sandbox::{Overrides, Sandbox};
+use atlassian_emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 
 /// The cast: (label, name, time zone). Ana reaches only sites others sync, so her grant
 /// is idle and lives on keep-alive rotations alone.

@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::step;
 use crate::clock::{Clock, ManualClock};
-use crate::emulator::{ConsentDecision, IssueChange, SpaceChange};
 use crate::jobs::sync::Syncer;
 use crate::jobs::{revalidate, token_sweep};
 use crate::lifecycle::Refresher;
 use crate::sandbox::Sandbox;
 use crate::store::sync::RunKind;
+use atlassian_emulator::{ConsentDecision, IssueChange, SpaceChange};
 
 /// Real time per simulated day: a year in about a minute.
 const DAY_PACE: StdDuration = StdDuration::from_millis(150);

@@ -1,13 +1,11 @@
 //! No token issued by the emulator appears in any database column or in the logs.
-//! (Its own test binary: it installs a global log subscriber that captures everything.)
-
-mod common;
+//! (It installs a global log subscriber; nextest runs every test in its own process.)
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::support::TestApp;
 use base64::Engine;
-use common::TestApp;
 use sqlx::PgPool;
 
 #[derive(Clone, Default)]

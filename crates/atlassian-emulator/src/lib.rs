@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::clock::{Clock, SystemClock};
+use atlassync_clock::{Clock, SystemClock};
 
 /// How the emulator behaves: the client it knows and the token lifetimes it enforces.
 ///
@@ -497,6 +497,36 @@ impl EmulatorHandle {
     /// Stops serving (in-flight requests finish). Idempotent.
     pub fn shutdown(&self) {
         self.lifetime.cancel.cancel();
+    }
+}
+
+/// The command-line options of a standalone emulator (its own binary and the
+/// `atlassync emulator` subcommand share them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// The OAuth client id the emulator accepts.
+    #[arg(long, default_value = "emulator-client")]
+    pub client_id: String,
+    /// The OAuth client secret the emulator accepts.
+    #[arg(
+        long,
+        default_value = "emulator-secret",
+        env = "ATLASSYNC_EMULATOR_CLIENT_SECRET"
+    )]
+    pub client_secret: String,
+}
+
+impl ServeArgs {
+    /// The emulator configuration these options describe (documented lifetimes otherwise).
+    pub fn config(&self) -> EmulatorConfig {
+        EmulatorConfig {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            ..Default::default()
+        }
     }
 }
 

@@ -866,7 +866,7 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
-    use crate::emulator::jql::{Context, compile_bounded};
+    use crate::jql::{Context, compile_bounded};
 
     fn at(minutes: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_780_000_000, 0).expect("valid") + TimeDelta::minutes(minutes)

@@ -1,15 +1,13 @@
 //! Jira and Confluence sync against the emulator: the tables equal the emulator's truth,
 //! whatever the users' time zones, deletions, 401s and rate limits.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use atlassync::emulator::{EmulatorConfig, Fault, FaultKind, IssueChange, Product, SpaceChange};
+use crate::support::{NowForTests, TestApp};
+use atlassian_emulator::{EmulatorConfig, Fault, FaultKind, IssueChange, Product, SpaceChange};
 use atlassync::jobs::sync::{SyncReport, Syncer};
 use atlassync::store::sync::RunKind;
 use chrono::{DateTime, Duration, Utc};
-use common::{NowForTests, TestApp};
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 
@@ -571,7 +569,7 @@ async fn the_jql_restriction_is_honoured_by_sync_and_reconciliation(pool: PgPool
     let app = TestApp::start_with(
         pool,
         EmulatorConfig::default(),
-        common::overrides(&[("jira.jql", "project = ENG")]),
+        crate::support::overrides(&[("jira.jql", "project = ENG")]),
     )
     .await;
     let syncer = Syncer::new(app.sandbox.app.clone(), app.refresher("syncer"));

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atlassync::clock::ManualClock;
-use atlassync::emulator::{
+use atlassian_emulator::{
     ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, NewUser, Product,
     RefreshErrorVariant,
 };
+use atlassync_clock::ManualClock;
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

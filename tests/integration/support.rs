@@ -1,11 +1,10 @@
 //! Shared wiring for integration tests: a sandbox (emulator + consent server) over the
 //! per-test database that `#[sqlx::test]` provides, on a manual clock.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
+use atlassian_emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::clock::ManualClock;
-use atlassync::emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::sandbox::{Overrides, Sandbox};
 use sqlx::PgPool;
 

@@ -1,12 +1,10 @@
 //! The consent flow end to end over real HTTP: invite link, state cookie, the emulator's
 //! authorize redirect, callback, code exchange, /me, accessible-resources, and the store.
 
-mod common;
-
-use atlassync::emulator::ConsentDecision;
+use crate::support::TestApp;
+use atlassian_emulator::ConsentDecision;
 use atlassync::http::STATE_COOKIE;
 use atlassync::sandbox::Sandbox;
-use common::TestApp;
 use sqlx::PgPool;
 
 #[sqlx::test]

@@ -9,10 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atlassian_emulator::Product;
+use atlassian_emulator::{ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, NewUser};
 use atlassync::clock::SystemClock;
 use atlassync::crypto::Keyring;
-use atlassync::emulator::Product;
-use atlassync::emulator::{ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, NewUser};
 use sqlx::PgPool;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};

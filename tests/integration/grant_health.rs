@@ -1,16 +1,14 @@
 //! Grant health over compressed time: keep-alive, crash recovery, many refreshers, terminal
 //! errors, and the family warning. The daemon and the emulator share one manual clock.
 
-mod common;
-
 use std::collections::HashMap;
 
-use atlassync::emulator::{ConsentDecision, EmulatorConfig, Product};
+use crate::support::{NowForTests, TestApp, overrides};
+use atlassian_emulator::{ConsentDecision, EmulatorConfig, Product};
 use atlassync::jobs::token_sweep;
 use atlassync::lifecycle::{Failpoints, RefreshOutcome};
 use atlassync::store::delta;
 use chrono::{Duration, TimeDelta};
-use common::{NowForTests, TestApp, overrides};
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 
@@ -550,7 +548,7 @@ async fn losing_a_site_a_scope_or_every_site_is_flagged(pool: PgPool) {
 
 #[sqlx::test]
 async fn transient_failures_of_every_kind_never_produce_needs_reauth(pool: PgPool) {
-    use atlassync::emulator::{Fault, FaultKind};
+    use atlassian_emulator::{Fault, FaultKind};
     // A short timeout so that added latency becomes a client-side timeout.
     let app = TestApp::start_with(
         pool,

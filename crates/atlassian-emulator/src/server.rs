@@ -19,7 +19,7 @@ use super::products::Products;
 use super::rate_limit::RateLimiter;
 use super::state::{Policy, State};
 use super::{EmulatorConfig, EmulatorHandle, ServerLifetime, control, gateway, oauth};
-use crate::clock::Clock;
+use atlassync_clock::Clock;
 
 /// Everything a request handler needs. Cheap to share (`Arc`).
 pub(crate) struct Shared {

@@ -1,16 +1,16 @@
 //! The emulator's Jira and Confluence endpoints, rate limits and fault injection, over real HTTP
 //! on 127.0.0.1:0, plus a check of every JSON body kind against Atlassian's published OpenAPI
-//! documents (copies in `tests/openapi/`).
+//! documents (copies in `openapi/`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atlassync::clock::ManualClock;
-use atlassync::emulator::{
+use atlassian_emulator::{
     BurstClock, ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, ErrorRate, Fault,
     FaultKind, IssueChange, NewUser, Product, SpaceChange, SpaceStatus, SpaceType,
 };
+use atlassync_clock::ManualClock;
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1468,7 +1468,7 @@ struct OpenApi {
 
 impl OpenApi {
     fn load(file: &str) -> Self {
-        let path = format!("{}/tests/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         Self {
             doc: serde_json::from_str(&text).expect("OpenAPI JSON"),

@@ -1,13 +1,11 @@
 //! `atlassync grants import`: refresh tokens from an existing integration, JSON lines on
 //! stdin, each exchanged once with the rotated token persisted first.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use atlassync::emulator::ConsentDecision;
-use common::{TestApp, database_url};
+use crate::support::{TestApp, database_url};
+use atlassian_emulator::ConsentDecision;
 use sqlx::PgPool;
 
 /// A refresh token issued to "another integration": a code flow run directly against the

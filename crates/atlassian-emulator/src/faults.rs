@@ -25,7 +25,7 @@ use super::listener::ConnTag;
 use super::rate_limit::{next_hour, seconds_until, too_many_requests};
 use super::server::Shared;
 use super::state::shifted;
-use crate::clock::{Clock as _, SystemClock};
+use atlassync_clock::{Clock as _, SystemClock};
 
 /// Most entries the request log keeps (oldest dropped first).
 const LOG_CAPACITY: usize = 100_000;

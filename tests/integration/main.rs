@@ -1,0 +1,12 @@
+//! The daemon's integration tests, in one binary (linking is most of the suite's cost): each
+//! test gets its own migrated Postgres database (`#[sqlx::test]`) and talks to the built-in
+//! emulator over real HTTP.
+
+mod cli_config;
+mod connect_flow;
+mod daemon_process;
+mod grant_health;
+mod grants_import;
+mod secrets_stay_sealed;
+mod support;
+mod sync;
