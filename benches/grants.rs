@@ -23,8 +23,8 @@ use atlassync::app::App;
 use atlassync::clock::{Clock, SystemClock};
 use atlassync::config::Config;
 use atlassync::crypto::Keyring;
+use atlassync::domain::{AuthorizationCode, RefreshToken};
 use atlassync::lifecycle::Refresher;
-use atlassync::oauth::{AuthorizationCode, RefreshToken};
 use atlassync::store::grants;
 use atlassync::store::grants::CLAIM_DUE_GRANTS_SQL;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -232,7 +232,7 @@ async fn insert_dummy_grants(
             let id = Uuid::new_v4();
             let sealed =
                 grants::seal_refresh_token(keyring, id, &RefreshToken::new(dummy_token("r")));
-            let access_token = atlassync::oauth::AccessToken::new(dummy_token("a"));
+            let access_token = atlassync::domain::AccessToken::new(dummy_token("a"));
             refresh.push(sealed.bytes);
             access.push(grants::seal_access_token(keyring, id, &access_token).bytes);
             let offset_ms = (spread.num_milliseconds() as f64 * (i as f64 + rng.random::<f64>())

@@ -28,11 +28,12 @@ use atlassian_emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::app::App;
 use atlassync::atlassian::jira::{self, SYNC_FIELDS, SearchPage};
 use atlassync::clock::SystemClock;
+use atlassync::domain::{CloudId, IssueRow, SyncKind};
 use atlassync::jobs::jira_sync::incremental_jql;
 use atlassync::jobs::sync::Syncer;
 use atlassync::lifecycle::Refresher;
 use atlassync::sandbox::{Overrides, Sandbox};
-use atlassync::store::sync::{self as store, IssueRow, RunKind};
+use atlassync::store::{api_budget, jira_issues, synced_sites};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -425,7 +426,7 @@ async fn first_sync(world: &World, n: usize, other: Option<u32>) -> anyhow::Resu
     let report = world
         .syncer
         .run_once(
-            RunKind::JiraIncremental,
+            SyncKind::JiraIncremental,
             Utc::now(),
             &CancellationToken::new(),
         )
@@ -675,10 +676,11 @@ async fn page_all(
     cloud: &str,
     keep: bool,
 ) -> anyhow::Result<(usize, u64, Vec<Vec<u8>>)> {
-    let url = app
-        .config
-        .api_base_url_for("jira", cloud)
-        .join("rest/api/3/search/jql")?;
+    let url = atlassync::transport::join(
+        &app.api
+            .product_base_url(atlassync::domain::Product::Jira, &CloudId::new(cloud)),
+        "rest/api/3/search/jql",
+    );
     let jql = incremental_jql(
         app.config.jira.jql.as_deref(),
         DateTime::UNIX_EPOCH,
@@ -814,8 +816,8 @@ async fn write_pages(
         match how {
             Write::Unnest => {
                 let mut tx = pool.begin().await?;
-                store::upsert_issues(&mut tx, cloud, batch, now).await?;
-                store::advance_watermark(&mut tx, cloud, watermark).await?;
+                jira_issues::upsert_issues(&mut tx, cloud, batch, now).await?;
+                synced_sites::advance_watermark(&mut tx, cloud, watermark).await?;
                 tx.commit().await?;
             }
             Write::Staged => {
@@ -844,7 +846,7 @@ async fn write_pages(
                 )
                 .execute(&mut *tx)
                 .await?;
-                store::advance_watermark(&mut tx, cloud, watermark).await?;
+                synced_sites::advance_watermark(&mut tx, cloud, watermark).await?;
                 tx.commit().await?;
             }
         }
@@ -864,15 +866,15 @@ async fn write_pages(
 /// What `SiteSession` does around every request: `check_budget` (two queries) and `spend`
 /// (one upsert), each on a connection acquired from the pool.
 async fn points_bookkeeping(app: &App, requests: usize) -> anyhow::Result<Measured> {
-    let hour = atlassync::atlassian::session::hour_start(Utc::now());
+    let hour = atlassync::pacing::hour_start(Utc::now());
     let meter = Meter::start();
     for _ in 0..requests {
         {
             let mut conn = app.pool.acquire().await?;
-            store::budget(&mut conn, hour).await?;
+            api_budget::budget(&mut conn, hour).await?;
         }
         let mut conn = app.pool.acquire().await?;
-        store::spend_points(&mut conn, hour, 101).await?;
+        api_budget::spend_points(&mut conn, hour, 101).await?;
     }
     Ok(meter.stop())
 }

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::app::App;
+use crate::domain::GrantStatus;
 use crate::store::alerts::{self, AlertKind, NewAlert};
-use crate::store::grants::{self, Grant, GrantStatus};
+use crate::store::grants::{self, Grant};
 
 /// A condition worth an alert.
 #[derive(Debug, Clone, Copy)]

@@ -22,10 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::config::{Config, Schedule};
+use crate::domain::SyncKind;
 use crate::jobs;
 use crate::jobs::sync::Syncer;
 use crate::lifecycle::Refresher;
-use crate::store::sync::RunKind;
 
 /// How long in-flight work may take to finish after SIGTERM (systemd allows 35 s).
 const DRAIN_GRACE: Duration = Duration::from_secs(25);
@@ -260,21 +260,21 @@ async fn run_job(
         "jira_sync" => {
             let tick = schedule.jira_sync.latest_tick(now);
             syncer
-                .run_once(RunKind::JiraIncremental, tick, stop)
+                .run_once(SyncKind::JiraIncremental, tick, stop)
                 .await
                 .map(drop)
         }
         "jira_reconcile" => {
             let tick = schedule.jira_reconcile.latest_tick(now);
             syncer
-                .run_once(RunKind::JiraReconcile, tick, stop)
+                .run_once(SyncKind::JiraReconcile, tick, stop)
                 .await
                 .map(drop)
         }
         "confluence_sync" => {
             let tick = schedule.confluence_sync.latest_tick(now);
             syncer
-                .run_once(RunKind::ConfluenceSpaces, tick, stop)
+                .run_once(SyncKind::ConfluenceSpaces, tick, stop)
                 .await
                 .map(drop)
         }

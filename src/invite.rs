@@ -32,7 +32,7 @@ impl Invite {
     /// The link a user opens: `{public_url}/connect?invite=<signed>`.
     pub fn link(&self, keyring: &Keyring, public_url: &Url) -> Url {
         let payload = serde_json::to_vec(self).expect("an invite always serialises");
-        let mut url = crate::oauth::join(public_url, CONNECT_PATH);
+        let mut url = crate::transport::join(public_url, CONNECT_PATH);
         url.query_pairs_mut()
             .append_pair("invite", &keyring.sign(&payload));
         url

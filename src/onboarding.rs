@@ -6,8 +6,9 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::atlassian::ApiError;
-use crate::atlassian::resources::Site;
-use crate::oauth::{RefreshToken, TokenError, TokenSet};
+use crate::domain::RefreshToken;
+use crate::domain::Site;
+use crate::oauth::{TokenError, TokenSet};
 use crate::store::alerts::{self, AlertKind};
 use crate::store::grants::{self, Account, FamilyRecord};
 use crate::store::sites::{self, StoredSite};

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::session::{CallError, SiteSession};
-use crate::store::sync::SpaceRow;
+use super::ProductCall;
+use crate::domain::{Product, SpaceRow};
 
 /// One page of `GET /wiki/api/v2/spaces`.
 #[derive(Debug, Deserialize)]
@@ -38,19 +38,18 @@ impl SpacesPage {
 }
 
 /// One page of spaces (250 per page, the maximum).
-pub async fn spaces(
-    session: &mut SiteSession<'_>,
-    cursor: Option<&str>,
-) -> Result<SpacesPage, CallError> {
+pub fn spaces(cursor: Option<&str>) -> ProductCall<SpacesPage> {
     let mut query = vec![("limit", "250".to_owned())];
     if let Some(cursor) = cursor {
         query.push(("cursor", cursor.to_owned()));
     }
-    session
-        .get("wiki/api/v2/spaces", &query, 250, |page: &SpacesPage| {
-            page.results.len()
-        })
-        .await
+    ProductCall::get(
+        Product::Confluence,
+        "wiki/api/v2/spaces",
+        query,
+        250,
+        |page: &SpacesPage| page.results.len(),
+    )
 }
 
 /// The typed columns of one space; `None` without an id or key. Every field is optional in

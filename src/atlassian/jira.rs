@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::session::{CallError, SiteSession};
-use crate::store::sync::IssueRow;
+use super::ProductCall;
+use crate::domain::{IssueRow, Product};
 
 /// The fields a sync asks for: what the typed columns need, and the usual reporting fields
 /// kept in `raw`.
@@ -50,26 +50,26 @@ impl SearchPage {
     }
 }
 
+/// The answer of `myself`, as far as a sync needs it.
 #[derive(Debug, Deserialize)]
-struct Myself {
+pub struct Myself {
+    /// The user's Jira time zone (JQL date literals are read in it).
     #[serde(rename = "timeZone")]
-    time_zone: Option<String>,
+    pub time_zone: Option<String>,
 }
 
-/// The calling user's Jira time zone (JQL date literals are read in it).
-pub async fn time_zone(session: &mut SiteSession<'_>) -> Result<Option<String>, CallError> {
-    let me: Myself = session.get("rest/api/3/myself", &[], 1, |_| 1).await?;
-    Ok(me.time_zone)
+/// `GET myself`: the calling user, for their time zone.
+pub fn myself() -> ProductCall<Myself> {
+    ProductCall::get(Product::Jira, "rest/api/3/myself", Vec::new(), 1, |_| 1)
 }
 
 /// One page of `POST search/jql`.
-pub async fn search(
-    session: &mut SiteSession<'_>,
+pub fn search(
     jql: &str,
     fields: &[&str],
     page_size: u32,
     next_page_token: Option<&str>,
-) -> Result<SearchPage, CallError> {
+) -> ProductCall<SearchPage> {
     let mut body = serde_json::json!({
         "jql": jql,
         "fields": fields,
@@ -78,51 +78,52 @@ pub async fn search(
     if let Some(token) = next_page_token {
         body["nextPageToken"] = Value::String(token.to_owned());
     }
-    session
-        .post(
-            "rest/api/3/search/jql",
-            body,
-            page_size as usize,
-            |page: &SearchPage| page.issues.len(),
-        )
-        .await
+    ProductCall::post(
+        Product::Jira,
+        "rest/api/3/search/jql",
+        body,
+        page_size as usize,
+        |page: &SearchPage| page.issues.len(),
+    )
 }
 
+/// The answer of a bulk fetch.
 #[derive(Debug, Deserialize)]
-struct BulkFetch {
+pub struct BulkFetch {
     #[serde(default)]
     issues: Vec<Value>,
     #[serde(rename = "issueErrors", default)]
     issue_errors: Vec<Value>,
 }
 
-/// Which of `ids` (≤ 100) still exist or could not be checked: bulk fetch silently leaves
-/// out issues that are gone, and lists in `issueErrors` those it failed to load — those are
-/// kept, since an error proves nothing about deletion.
-pub async fn existing_ids(
-    session: &mut SiteSession<'_>,
-    ids: &[String],
-) -> Result<Vec<String>, CallError> {
+impl BulkFetch {
+    /// Which of the asked ids still exist or could not be checked: bulk fetch silently
+    /// leaves out issues that are gone, and lists in `issueErrors` those it failed to load;
+    /// those are kept, since an error proves nothing about deletion.
+    pub fn existing_ids(&self) -> Vec<String> {
+        let id_of = |v: &Value| match v.get("id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        self.issues
+            .iter()
+            .chain(self.issue_errors.iter())
+            .filter_map(id_of)
+            .collect()
+    }
+}
+
+/// `POST issue/bulkfetch` of `ids` (at most 100), asking only for `updated`.
+pub fn bulk_fetch(ids: &[String]) -> ProductCall<BulkFetch> {
     let body = serde_json::json!({ "issueIdsOrKeys": ids, "fields": ["updated"] });
-    let found: BulkFetch = session
-        .post(
-            "rest/api/3/issue/bulkfetch",
-            body,
-            ids.len(),
-            |b: &BulkFetch| b.issues.len(),
-        )
-        .await?;
-    let id_of = |v: &Value| match v.get("id") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    Ok(found
-        .issues
-        .iter()
-        .chain(found.issue_errors.iter())
-        .filter_map(id_of)
-        .collect())
+    ProductCall::post(
+        Product::Jira,
+        "rest/api/3/issue/bulkfetch",
+        body,
+        ids.len(),
+        |b: &BulkFetch| b.issues.len(),
+    )
 }
 
 /// Jira timestamps: `2026-03-01T09:15:07.311+1100` (offset without a colon), or RFC 3339.

@@ -1,18 +1,24 @@
-//! Clients for the Atlassian API gateway (`api.atlassian.com` or the emulator): one HTTP
-//! layer that turns responses into typed outcomes, and one module per API family.
+//! Clients for the Atlassian API gateway (`api.atlassian.com` or the emulator): requests,
+//! responses, classified errors and the rate-limit headers seen. Nothing here knows the
+//! database, the points budget or how a token is refreshed: one call is one HTTP exchange,
+//! and the caller (`pacing`) decides what to do with the outcome.
+//!
+//! One module per API family: [`resources`] (accessible-resources, `/me`), [`jira`] and
+//! [`confluence`] (which describe product calls as [`ProductCall`]s).
 
 pub mod confluence;
 pub mod jira;
 pub mod resources;
-pub mod session;
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::oauth::{AccessToken, describe_transport_error, join};
+use crate::domain::{AccessToken, CloudId, Product};
+use crate::transport::{describe_transport_error, join, retry_after};
 
 /// What a failed API call means to the caller.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +87,168 @@ impl ApiClient {
     }
 }
 
+/// One read of a site's product API (below `/ex/{product}/{cloudid}/`), described before it is
+/// sent, with what its answer may cost: Atlassian's 2026 points model charges one point per
+/// request plus one per object returned.
+#[derive(Debug, Clone)]
+pub struct ProductCall<T> {
+    /// The product API it calls.
+    pub product: Product,
+    /// `GET`, or `POST` for reads that take a body (search, bulk fetch).
+    pub method: reqwest::Method,
+    /// The path below the product's gateway base.
+    pub path: &'static str,
+    /// Query pairs.
+    pub query: Vec<(&'static str, String)>,
+    /// A JSON body, for `POST` reads.
+    pub body: Option<serde_json::Value>,
+    /// The most objects the answer can carry, which bounds its cost.
+    pub most_objects: usize,
+    /// How many objects an answer carried.
+    pub objects: fn(&T) -> usize,
+    response: PhantomData<fn() -> T>,
+}
+
+impl<T> ProductCall<T> {
+    /// A `GET` of `path` with `query`.
+    pub fn get(
+        product: Product,
+        path: &'static str,
+        query: Vec<(&'static str, String)>,
+        most_objects: usize,
+        objects: fn(&T) -> usize,
+    ) -> Self {
+        Self {
+            product,
+            method: reqwest::Method::GET,
+            path,
+            query,
+            body: None,
+            most_objects,
+            objects,
+            response: PhantomData,
+        }
+    }
+
+    /// A `POST` read of `path` with a JSON `body`.
+    pub fn post(
+        product: Product,
+        path: &'static str,
+        body: serde_json::Value,
+        most_objects: usize,
+        objects: fn(&T) -> usize,
+    ) -> Self {
+        Self {
+            product,
+            method: reqwest::Method::POST,
+            path,
+            query: Vec::new(),
+            body: Some(body),
+            most_objects,
+            objects,
+            response: PhantomData,
+        }
+    }
+
+    /// The most points the call can cost.
+    pub fn most_points(&self) -> i64 {
+        1 + self.most_objects as i64
+    }
+}
+
+/// The rate-limit headers of one answer (`X-RateLimit-*`, `RateLimit-Reason`), as seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// `X-RateLimit-Limit`.
+    pub limit: Option<i64>,
+    /// `X-RateLimit-Remaining`.
+    pub remaining: Option<i64>,
+    /// `X-RateLimit-Reset`, as sent (an ISO 8601 instant).
+    pub reset: Option<String>,
+    /// `X-RateLimit-NearLimit: true`: less than a fifth of the budget is left.
+    pub near_limit: bool,
+}
+
+impl RateLimitHeaders {
+    fn read(headers: &HeaderMap) -> Self {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+        };
+        Self {
+            limit: text("x-ratelimit-limit").and_then(|v| v.parse().ok()),
+            remaining: text("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
+            reset: text("x-ratelimit-reset"),
+            near_limit: text("x-ratelimit-nearlimit").is_some_and(|v| v == "true"),
+        }
+    }
+}
+
+/// A successful product answer and the rate-limit headers that came with it.
+#[derive(Debug)]
+pub struct ProductResponse<T> {
+    /// The decoded body.
+    pub value: T,
+    /// What the gateway said about the app's limits.
+    pub rate_limit: RateLimitHeaders,
+}
+
+impl ApiClient {
+    /// The gateway base of one site's product API: `{api_base_url}/ex/{product}/{cloud_id}/`.
+    pub fn product_base_url(&self, product: Product, cloud_id: &CloudId) -> Url {
+        join(
+            &self.base_url,
+            &format!("ex/{}/{cloud_id}", product.as_str()),
+        )
+    }
+
+    /// Sends `call` once for `cloud_id` with `token`. No retry, no pacing: a failure comes
+    /// back classified for the caller to act on.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        cloud_id: &CloudId,
+        token: &AccessToken,
+        call: &ProductCall<T>,
+    ) -> Result<ProductResponse<T>, ApiError> {
+        let url = join(&self.product_base_url(call.product, cloud_id), call.path);
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .bearer_auth(token.expose())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Transient(describe_transport_error(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transient(describe_transport_error(&e)))?;
+        if !status.is_success() {
+            return Err(classify(status.as_u16(), &headers, &bytes));
+        }
+        let value = serde_json::from_slice::<T>(&bytes).map_err(|e| {
+            ApiError::Transient(format!("unreadable response from {}: {e}", call.path))
+        })?;
+        Ok(ProductResponse {
+            value,
+            rate_limit: RateLimitHeaders::read(&headers),
+        })
+    }
+}
+
 /// Maps an unsuccessful gateway or product response to an [`ApiError`].
-pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
+pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
     let message = error_message(body);
     match status {
         401 if message.contains("scope does not match") => ApiError::ScopeMismatch(message),
@@ -134,23 +300,6 @@ fn error_message(body: &[u8]) -> String {
     text()
 }
 
-/// `Retry-After` as integer seconds, or an HTTP date read defensively.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    // HTTP dates compare against the wall clock by definition, not business time.
-    #[allow(clippy::disallowed_methods)]
-    let now = chrono::Utc::now();
-    Some((when.to_utc() - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,12 +323,5 @@ mod tests {
             classify(502, &headers, b"bad gateway"),
             ApiError::Transient(_)
         ));
-    }
-
-    #[test]
-    fn retry_after_reads_seconds() {
-        let mut headers = HeaderMap::new();
-        headers.insert("retry-after", "1847".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(1847)));
     }
 }

@@ -3,56 +3,7 @@
 use serde::Deserialize;
 
 use super::{ApiClient, ApiError};
-use crate::oauth::AccessToken;
-
-/// The product a site entry is for. Atlassian lists a site once per product with the same
-/// id, and only the scopes tell which product an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Product {
-    Jira,
-    Confluence,
-}
-
-impl Product {
-    /// The name stored in the `sites.product` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jira => "jira",
-            Self::Confluence => "confluence",
-        }
-    }
-
-    /// Parses the stored name.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "jira" => Some(Self::Jira),
-            "confluence" => Some(Self::Confluence),
-            _ => None,
-        }
-    }
-
-    /// Infers the product from a container's scopes (`read:jira-work`,
-    /// `read:space:confluence`, ...). `None` when the scopes name neither.
-    pub fn infer(scopes: &[String]) -> Option<Self> {
-        if scopes.iter().any(|s| s.contains("jira")) {
-            Some(Self::Jira)
-        } else if scopes.iter().any(|s| s.contains("confluence")) {
-            Some(Self::Confluence)
-        } else {
-            None
-        }
-    }
-
-    /// The scopes atlassync needs on a site of this product, taken from what it requests.
-    pub fn required_scopes(self, requested: &[String]) -> Vec<String> {
-        let marker = self.as_str();
-        requested
-            .iter()
-            .filter(|s| s.contains(marker))
-            .cloned()
-            .collect()
-    }
-}
+use crate::domain::{AccessToken, Product, Site};
 
 /// One entry of accessible-resources.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,16 +12,6 @@ pub struct AccessibleResource {
     pub name: String,
     pub url: String,
     #[serde(default)]
-    pub scopes: Vec<String>,
-}
-
-/// A site as atlassync keys it: (cloud id, product).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub cloud_id: String,
-    pub product: Product,
-    pub name: String,
-    pub url: String,
     pub scopes: Vec<String>,
 }
 

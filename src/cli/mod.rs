@@ -4,8 +4,6 @@
 mod grants;
 mod sites;
 
-pub use grants::{GrantReport, grant_reports, render_table};
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat};
-use crate::store::sync::RunKind;
+use crate::domain::SyncKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -227,9 +225,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let stop = tokio_util::sync::CancellationToken::new();
             // A tick of "now" is newer than any scheduled tick, so every site runs.
             let tick = crate::clock::Clock::now(&SystemClock);
-            let mut kinds = vec![RunKind::JiraIncremental, RunKind::ConfluenceSpaces];
+            let mut kinds = vec![SyncKind::JiraIncremental, SyncKind::ConfluenceSpaces];
             if reconcile {
-                kinds.push(RunKind::JiraReconcile);
+                kinds.push(SyncKind::JiraReconcile);
             }
             let mut failed = 0;
             for kind in kinds {

@@ -3,32 +3,16 @@
 use anyhow::{Context, bail};
 use sqlx::PgPool;
 
-type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
+use crate::store::{grants, synced_sites};
 
-/// One row of `sites list`.
-#[derive(sqlx::FromRow)]
-struct SiteLine {
-    name: String,
-    product: String,
-    cloud_id: String,
-    elected: Option<String>,
-    pinned: Option<String>,
-    watermark: Timestamp,
-    synced: Timestamp,
-}
+type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
 
 /// Prints every synced site.
 pub async fn list(pool: &PgPool) -> anyhow::Result<()> {
-    let rows: Vec<SiteLine> = sqlx::query_as(
-        "SELECT ss.name, ss.product, ss.cloud_id, e.label AS elected, p.label AS pinned,
-                    ss.jira_watermark AS watermark, ss.last_synced_at AS synced
-             FROM synced_sites ss
-             LEFT JOIN grants e ON e.id = ss.elected_grant_id
-             LEFT JOIN grants p ON p.id = ss.pinned_grant_id
-             ORDER BY ss.name, ss.product",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = {
+        let mut conn = pool.acquire().await?;
+        synced_sites::overview(&mut conn).await?
+    };
     let time = |t: Timestamp| {
         t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "-".into())
@@ -64,10 +48,10 @@ pub async fn pin(
     }
     let grant_id = match label {
         Some(label) => {
-            let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM grants WHERE label = $1")
-                .bind(label)
-                .fetch_all(pool)
-                .await?;
+            let ids = {
+                let mut conn = pool.acquire().await?;
+                grants::ids_labelled(&mut conn, label).await?
+            };
             match ids.as_slice() {
                 [id] => Some(*id),
                 [] => bail!("no grant is labelled `{label}`"),
@@ -79,7 +63,7 @@ pub async fn pin(
         None => None,
     };
     let mut conn = pool.acquire().await?;
-    let pinned = crate::store::sync::pin_grant(&mut conn, cloud_id, product, grant_id)
+    let pinned = synced_sites::pin_grant(&mut conn, cloud_id, product, grant_id)
         .await
         .context("pinning")?;
     if !pinned {

@@ -756,18 +756,6 @@ mod raw {
 }
 
 impl Config {
-    /// The gateway base of one site's product API: `{api_base_url}/ex/{product}/{cloud_id}/`.
-    pub fn api_base_url_for(&self, product: &str, cloud_id: &str) -> Url {
-        let mut url = crate::oauth::join(
-            &self.atlassian.api_base_url,
-            &format!("ex/{product}/{cloud_id}"),
-        );
-        url.path_segments_mut()
-            .expect("http URLs have paths")
-            .push("");
-        url
-    }
-
     /// The database URL, for connecting.
     pub fn database_url(&self) -> &str {
         self.database.url.expose_secret()

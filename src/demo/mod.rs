@@ -96,7 +96,7 @@ pub async fn run() -> anyhow::Result<()> {
     step("atlassync grants list");
     print!(
         "{}",
-        crate::cli::render_table(&crate::cli::grant_reports(&sandbox.app).await?)
+        crate::report::render_table(&crate::report::grant_reports(&sandbox.app).await?)
     );
 
     tour::a_year(&sandbox, &clock, &accounts, &acme, &globex).await?;
@@ -104,7 +104,7 @@ pub async fn run() -> anyhow::Result<()> {
     step("atlassync grants list, a year later");
     print!(
         "{}",
-        crate::cli::render_table(&crate::cli::grant_reports(&sandbox.app).await?)
+        crate::report::render_table(&crate::report::grant_reports(&sandbox.app).await?)
     );
     tour::summary(&sandbox, &acme, &globex).await?;
     sandbox.stop();

@@ -9,11 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::step;
 use crate::clock::{Clock, ManualClock};
+use crate::domain::SyncKind;
 use crate::jobs::sync::Syncer;
 use crate::jobs::{revalidate, token_sweep};
 use crate::lifecycle::Refresher;
 use crate::sandbox::Sandbox;
-use crate::store::sync::RunKind;
 use atlassian_emulator::{ConsentDecision, IssueChange, SpaceChange};
 
 /// Real time per simulated day: a year in about a minute.
@@ -126,16 +126,18 @@ pub async fn a_year(
         rotations += sweep.rotated;
         let tick = clock.now();
         let jira = syncer
-            .run_once(RunKind::JiraIncremental, tick, &stop)
+            .run_once(SyncKind::JiraIncremental, tick, &stop)
             .await?;
         upserted += jira.upserted;
         if day % 45 == 0 {
             revalidate::run_once(app, &refresher, tick, &stop).await?;
         }
         if day % 7 == 0 {
-            let reconcile = syncer.run_once(RunKind::JiraReconcile, tick, &stop).await?;
+            let reconcile = syncer
+                .run_once(SyncKind::JiraReconcile, tick, &stop)
+                .await?;
             let spaces = syncer
-                .run_once(RunKind::ConfluenceSpaces, tick, &stop)
+                .run_once(SyncKind::ConfluenceSpaces, tick, &stop)
                 .await?;
             deleted += reconcile.deleted + spaces.deleted;
             if reconcile.deleted + spaces.deleted > 0 {
@@ -149,11 +151,10 @@ pub async fn a_year(
             }
         }
         // New alerts, as ops would receive them.
-        let alerts: Vec<(i64, String, String, String)> =
-            sqlx::query_as("SELECT id, kind, label, reason FROM alerts WHERE id > $1 ORDER BY id")
-                .bind(seen_alerts)
-                .fetch_all(&app.pool)
-                .await?;
+        let alerts = {
+            let mut conn = app.pool.acquire().await?;
+            crate::store::alerts::alerts_after(&mut conn, seen_alerts).await?
+        };
         for (id, kind, label, reason) in alerts {
             seen_alerts = id;
             event(day, &format!("ALERT {kind} for {label}: {reason}"));
@@ -182,32 +183,20 @@ pub async fn summary(sandbox: &Sandbox, acme: &str, globex: &str) -> anyhow::Res
     step("The reporting tables against the emulator's truth");
     let pool = &sandbox.app.pool;
     for (name, site) in [("acme", acme), ("globex", globex)] {
-        let (live, gone): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL)
-             FROM jira_issues WHERE cloud_id = $1",
-        )
-        .bind(site)
-        .fetch_one(pool)
-        .await?;
+        let (live, gone) =
+            crate::store::jira_issues::live_and_deleted(&mut *pool.acquire().await?, site).await?;
         println!(
             "  {name}: jira_issues {live} live + {gone} soft-deleted; the emulator holds {} issues",
             sandbox.emulator.issues(site).len()
         );
     }
-    let (spaces, gone): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM confluence_spaces",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (spaces, gone) =
+        crate::store::confluence_spaces::live_and_deleted(&mut *pool.acquire().await?).await?;
     println!(
         "  acme: confluence_spaces {spaces} live + {gone} soft-deleted; the emulator holds {} spaces",
         sandbox.emulator.spaces(acme).len()
     );
-    let runs: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT kind, outcome, count(*), sum(requests)::bigint FROM sync_runs GROUP BY kind, outcome ORDER BY kind, outcome",
-    )
-    .fetch_all(pool)
-    .await?;
+    let runs = crate::store::sync_runs::tally(&mut *pool.acquire().await?).await?;
     for (kind, outcome, count, requests) in runs {
         println!("  sync_runs: {count:>4} × {kind} {outcome} ({requests} requests)");
     }

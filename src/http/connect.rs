@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::pages::{escape, page, refused};
 use crate::app::App;
 use crate::crypto::random_token;
+use crate::domain::AuthorizationCode;
 use crate::invite::{Invite, InviteError};
-use crate::oauth::AuthorizationCode;
 use crate::onboarding::{self, OnboardError};
 use crate::store::oauth_states::{self, StateRejection};
 

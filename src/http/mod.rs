@@ -42,7 +42,7 @@ pub async fn serve(
 }
 
 async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&app.pool).await {
+    match crate::store::ping(&app.pool).await {
         Ok(_) => (StatusCode::OK, "ok\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
     }

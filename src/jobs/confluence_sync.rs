@@ -3,8 +3,11 @@
 
 use crate::app::App;
 use crate::atlassian::confluence;
-use crate::atlassian::session::{CallError, SiteSession};
-use crate::store::sync::{self as store, RunTotals, SpaceRow, SyncedSite};
+use crate::domain::SpaceRow;
+use crate::pacing::{CallError, SiteSession};
+use crate::store::confluence_spaces;
+use crate::store::sync_runs::RunTotals;
+use crate::store::synced_sites::SyncedSite;
 
 /// Lists every space of `site` and makes the table match.
 pub async fn spaces(
@@ -19,7 +22,7 @@ pub async fn spaces(
     // (an empty page that still points on, a repeated cursor) upserts what it saw and
     // deletes nothing, since a missing space might simply not have been listed.
     let complete = loop {
-        let page = confluence::spaces(session, cursor.as_deref()).await?;
+        let page = session.call(confluence::spaces(cursor.as_deref())).await?;
         let has_next = page.links.next.is_some();
         let next = page.next_cursor();
         let empty = page.results.is_empty();
@@ -34,8 +37,14 @@ pub async fn spaces(
         tracing::warn!(site.cloud_id = %site.cloud_id, "Confluence listing ended early; no space is deleted this run");
     }
     let mut tx = app.pool.begin().await?;
-    let (upserted, deleted) =
-        store::replace_spaces(&mut tx, &site.cloud_id, &rows, complete, app.clock.now()).await?;
+    let (upserted, deleted) = confluence_spaces::replace_spaces(
+        &mut tx,
+        &site.cloud_id,
+        &rows,
+        complete,
+        app.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     totals.upserted = upserted as i64;
     totals.deleted = deleted as i64;

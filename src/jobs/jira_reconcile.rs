@@ -7,8 +7,10 @@ use std::collections::HashSet;
 
 use crate::app::App;
 use crate::atlassian::jira;
-use crate::atlassian::session::{CallError, SiteSession};
-use crate::store::sync::{self as store, RunTotals, SyncedSite};
+use crate::pacing::{CallError, SiteSession};
+use crate::store::jira_issues;
+use crate::store::sync_runs::RunTotals;
+use crate::store::synced_sites::SyncedSite;
 
 /// Reconciles the issue ids of `site`.
 pub async fn reconcile(
@@ -20,11 +22,10 @@ pub async fn reconcile(
     let started = app.clock.now();
     // Enumeration costs about a point per issue and restarts from scratch if cut short, so
     // start only when this hour's share can pay for all of it.
-    let local_count: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jira_issues WHERE cloud_id = $1")
-            .bind(&site.cloud_id)
-            .fetch_one(&app.pool)
-            .await?;
+    let local_count = {
+        let mut conn = app.pool.acquire().await?;
+        jira_issues::count_issues(&mut conn, &site.cloud_id).await?
+    };
     session
         .reserve(local_count + local_count / 5000 + 1)
         .await?;
@@ -36,7 +37,9 @@ pub async fn reconcile(
     let mut remote: HashSet<String> = HashSet::new();
     let mut sent: Option<String> = None;
     loop {
-        let page = jira::search(session, &jql, &["id"], 5000, sent.as_deref()).await?;
+        let page = session
+            .call(jira::search(&jql, &["id"], 5000, sent.as_deref()))
+            .await?;
         let next = page.next(sent.as_deref());
         remote.extend(page.issues.iter().filter_map(|raw| jira::issue_id(raw)));
         match next {
@@ -47,7 +50,7 @@ pub async fn reconcile(
 
     let local = {
         let mut conn = app.pool.acquire().await?;
-        store::live_issue_ids(&mut conn, &site.cloud_id).await?
+        jira_issues::live_issue_ids(&mut conn, &site.cloud_id).await?
     };
     let candidates: Vec<String> = local
         .into_iter()
@@ -55,8 +58,10 @@ pub async fn reconcile(
         .collect();
     let mut gone = Vec::new();
     for chunk in candidates.chunks(100) {
-        let present: HashSet<String> = jira::existing_ids(session, chunk)
+        let present: HashSet<String> = session
+            .call(jira::bulk_fetch(chunk))
             .await?
+            .existing_ids()
             .into_iter()
             .collect();
         gone.extend(chunk.iter().filter(|id| !present.contains(*id)).cloned());
@@ -64,9 +69,9 @@ pub async fn reconcile(
     let remote: Vec<String> = remote.into_iter().collect();
     let mut tx = app.pool.begin().await?;
     totals.deleted =
-        store::mark_issues_deleted(&mut tx, &site.cloud_id, &gone, started, app.clock.now()).await?
-            as i64;
-    totals.restored = store::restore_issues(&mut tx, &site.cloud_id, &remote).await? as i64;
+        jira_issues::mark_issues_deleted(&mut tx, &site.cloud_id, &gone, started, app.clock.now())
+            .await? as i64;
+    totals.restored = jira_issues::restore_issues(&mut tx, &site.cloud_id, &remote).await? as i64;
     tx.commit().await?;
     Ok(())
 }

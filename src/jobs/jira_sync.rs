@@ -13,9 +13,12 @@ use chrono_tz::Tz;
 
 use crate::app::App;
 use crate::atlassian::jira::{self, SYNC_FIELDS};
-use crate::atlassian::session::{CallError, SiteSession};
+use crate::domain::IssueRow;
+use crate::pacing::{CallError, SiteSession};
 use crate::store::delta;
-use crate::store::sync::{self as store, IssueRow, RunTotals, SyncedSite};
+use crate::store::sync_runs::RunTotals;
+use crate::store::synced_sites::SyncedSite;
+use crate::store::{jira_issues, synced_sites};
 
 /// Rows per write transaction: fewer, larger commits are markedly cheaper than one per page.
 const WRITE_BATCH: usize = 1000;
@@ -30,7 +33,7 @@ pub async fn incremental(
     // An unknown zone could be anywhere from UTC-12 to UTC+14: write the literal in UTC and
     // widen the window by the largest possible offset rather than guess.
     const UNKNOWN_ZONE_MARGIN: TimeDelta = TimeDelta::hours(14);
-    let (zone, margin) = match jira::time_zone(session).await? {
+    let (zone, margin) = match session.call(jira::myself()).await?.time_zone {
         Some(name) => match name.parse::<Tz>() {
             Ok(zone) => (zone, TimeDelta::zero()),
             Err(_) => {
@@ -56,7 +59,9 @@ pub async fn incremental(
     // order, each with the watermark its rows prove.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Batch>(2);
     let fetcher = async move {
-        let mut page = jira::search(session, &jql, SYNC_FIELDS, page_size, None).await?;
+        let mut page = session
+            .call(jira::search(&jql, SYNC_FIELDS, page_size, None))
+            .await?;
         let mut sent: Option<String> = None;
         let mut high_water = watermark;
         let mut pending: Vec<IssueRow> = Vec::new();
@@ -86,7 +91,9 @@ pub async fn incremental(
                 }
             }
             let Some(token) = next else { return Ok(()) };
-            page = jira::search(session, &jql, SYNC_FIELDS, page_size, Some(&token)).await?;
+            page = session
+                .call(jira::search(&jql, SYNC_FIELDS, page_size, Some(&token)))
+                .await?;
             sent = Some(token);
         }
     };
@@ -123,8 +130,8 @@ async fn commit_page(
     watermark: DateTime<Utc>,
 ) -> Result<u64, CallError> {
     let mut tx = app.pool.begin().await?;
-    let written = store::upsert_issues(&mut tx, cloud_id, rows, app.clock.now()).await?;
-    store::advance_watermark(&mut tx, cloud_id, watermark).await?;
+    let written = jira_issues::upsert_issues(&mut tx, cloud_id, rows, app.clock.now()).await?;
+    synced_sites::advance_watermark(&mut tx, cloud_id, watermark).await?;
     tx.commit().await?;
     Ok(written)
 }

@@ -8,10 +8,11 @@ use sqlx::PgConnection;
 use crate::alerts;
 use crate::app::App;
 use crate::atlassian::ApiError;
-use crate::atlassian::resources::Site;
+use crate::domain::GrantStatus;
+use crate::domain::Site;
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::store::alerts::AlertKind;
-use crate::store::grants::{self, Grant, GrantStatus};
+use crate::store::grants::{self, Grant};
 use crate::store::sites;
 
 const BATCH: i64 = 32;
@@ -97,11 +98,7 @@ pub async fn revalidate_grant(
     let mut tx = app.pool.begin().await?;
     // A consent that landed while accessible-resources was being read carries newer truth:
     // this answer, read with the old family's token, must not overwrite it.
-    let family_now: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT family_started_at FROM grants WHERE id = $1 FOR UPDATE")
-            .bind(grant.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let family_now = grants::lock_family_start(&mut tx, grant.id).await?;
     if family_now != Some(grant.family_started_at) {
         tracing::info!(grant.id = %grant.id, "revalidation result discarded: the grant was renewed meanwhile");
         return Ok(None);

@@ -11,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 use super::{confluence_sync, jira_reconcile, jira_sync};
 use crate::app::App;
 use crate::atlassian::ApiError;
-use crate::atlassian::session::{CallError, SiteSession, Throttles};
+use crate::domain::SyncKind;
 use crate::lifecycle::{Refresher, TokenUnavailable};
-use crate::store::sync::{self as store, RunKind, RunTotals, SyncedSite};
+use crate::pacing::{CallError, SiteSession, Throttles};
+use crate::store::sync_runs::RunTotals;
+use crate::store::synced_sites::SyncedSite;
+use crate::store::{sync_runs, synced_sites};
 
 const BATCH: i64 = 8;
 const CONCURRENCY: usize = 2;
@@ -50,7 +53,7 @@ impl Syncer {
     /// Runs `kind` for every site not yet done for `tick`.
     pub async fn run_once(
         &self,
-        kind: RunKind,
+        kind: SyncKind,
         tick: chrono::DateTime<chrono::Utc>,
         stop: &CancellationToken,
     ) -> Result<SyncReport, sqlx::Error> {
@@ -60,7 +63,7 @@ impl Syncer {
         while !stop.is_cancelled() {
             let sites = {
                 let mut conn = self.app.pool.acquire().await?;
-                store::claim_sites(&mut conn, kind, tick, BATCH).await?
+                synced_sites::claim_sites(&mut conn, kind, tick, BATCH).await?
             };
             if sites.is_empty() {
                 break;
@@ -97,7 +100,7 @@ impl Syncer {
     async fn close_abandoned_runs(&self) -> Result<(), sqlx::Error> {
         let now = self.app.clock.now();
         let mut conn = self.app.pool.acquire().await?;
-        store::close_abandoned_runs(&mut conn, now - chrono::TimeDelta::hours(6), now).await?;
+        sync_runs::close_abandoned_runs(&mut conn, now - chrono::TimeDelta::hours(6), now).await?;
         Ok(())
     }
 
@@ -115,7 +118,7 @@ impl Syncer {
     async fn elect(&self) -> Result<(), sqlx::Error> {
         // One transaction: the advisory lock inside is held until it ends.
         let mut tx = self.app.pool.begin().await?;
-        let changes = store::elect_grants(&mut tx, self.app.clock.now()).await?;
+        let changes = synced_sites::elect_grants(&mut tx, self.app.clock.now()).await?;
         tx.commit().await?;
         for (cloud_id, product, old, new) in changes {
             tracing::info!(site.cloud_id = %cloud_id, site.product = %product, ?old, ?new, "site elected a grant");
@@ -126,7 +129,7 @@ impl Syncer {
     /// Runs one site, handing it over once if its grant needs a new consent.
     async fn run_site(
         &self,
-        kind: RunKind,
+        kind: SyncKind,
         mut site: SyncedSite,
     ) -> Result<(Outcome, RunTotals), sqlx::Error> {
         let mut handed_over = false;
@@ -151,14 +154,8 @@ impl Syncer {
                 }
                 self.elect().await?;
                 let mut conn = self.app.pool.acquire().await?;
-                let reloaded: Option<SyncedSite> = sqlx::query_as(
-                    "SELECT cloud_id, product, name, url, elected_grant_id, pinned_grant_id, jira_watermark
-                     FROM synced_sites WHERE cloud_id = $1 AND product = $2",
-                )
-                .bind(&site.cloud_id)
-                .bind(&site.product)
-                .fetch_optional(&mut *conn)
-                .await?;
+                let reloaded =
+                    synced_sites::get_site(&mut conn, &site.cloud_id, &site.product).await?;
                 match reloaded {
                     Some(next)
                         if next.elected_grant_id.is_some()
@@ -177,14 +174,14 @@ impl Syncer {
 
     async fn run_with_grant(
         &self,
-        kind: RunKind,
+        kind: SyncKind,
         site: &SyncedSite,
         grant_id: uuid::Uuid,
     ) -> Result<(Outcome, RunTotals, Option<CallError>), sqlx::Error> {
         let started = Instant::now();
         let run_id = {
             let mut conn = self.app.pool.acquire().await?;
-            store::start_run(&mut conn, site, kind, grant_id, self.app.clock.now()).await?
+            sync_runs::start_run(&mut conn, site, kind, grant_id, self.app.clock.now()).await?
         };
         let product = kind.product();
         let mut session = SiteSession::new(
@@ -197,13 +194,13 @@ impl Syncer {
         );
         let mut totals = RunTotals::default();
         let result = match kind {
-            RunKind::JiraIncremental => {
+            SyncKind::JiraIncremental => {
                 jira_sync::incremental(&self.app, &mut session, site, &mut totals).await
             }
-            RunKind::JiraReconcile => {
+            SyncKind::JiraReconcile => {
                 jira_reconcile::reconcile(&self.app, &mut session, site, &mut totals).await
             }
-            RunKind::ConfluenceSpaces => {
+            SyncKind::ConfluenceSpaces => {
                 confluence_sync::spaces(&self.app, &mut session, site, &mut totals).await
             }
         };
@@ -221,7 +218,7 @@ impl Syncer {
         let message = error.as_ref().map(ToString::to_string);
         let now = self.app.clock.now();
         let mut conn = self.app.pool.acquire().await?;
-        store::finish_run(
+        sync_runs::finish_run(
             &mut conn,
             run_id,
             outcome.as_str(),
@@ -232,7 +229,8 @@ impl Syncer {
         )
         .await?;
         if outcome == Outcome::Ok {
-            store::mark_site_synced(&mut conn, &site.cloud_id, &site.product, kind, now).await?;
+            synced_sites::mark_site_synced(&mut conn, &site.cloud_id, &site.product, kind, now)
+                .await?;
         }
         tracing::info!(
             sync.kind = kind.as_str(),

@@ -5,10 +5,11 @@ use futures_util::StreamExt;
 
 use crate::alerts;
 use crate::app::App;
+use crate::domain::GrantStatus;
 use crate::lifecycle::{RefreshOutcome, Refresher};
 use crate::store::alerts::AlertKind;
 use crate::store::delta;
-use crate::store::grants::{self, GrantStatus};
+use crate::store::grants;
 
 /// How many exchanges run at once, and so how many grants one claim takes: a claimed grant
 /// waiting its turn would burn its lease.

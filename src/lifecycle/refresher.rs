@@ -20,10 +20,12 @@ use uuid::Uuid;
 use super::{keepalive_due, retry_delay};
 use crate::alerts;
 use crate::app::App;
-use crate::oauth::{AccessToken, TokenError};
+use crate::domain::AccessToken;
+use crate::domain::GrantStatus;
+use crate::oauth::TokenError;
 use crate::store::alerts::AlertKind;
 use crate::store::delta;
-use crate::store::grants::{self, Grant, GrantStatus, Lease, Rotation};
+use crate::store::grants::{self, Grant, Lease, Rotation};
 
 /// No retry waits longer than this, whatever a server's `Retry-After` says.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);

@@ -1,15 +1,14 @@
 //! The OAuth 2.0 (3LO) client side: the authorization URL, code exchange and rotating
 //! refresh against `POST {auth_base_url}/oauth/token`, and what each failure means.
 
-mod secrets;
-
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
 use crate::config::AtlassianConfig;
-pub use secrets::{AccessToken, AuthorizationCode, RefreshToken};
+use crate::domain::{AccessToken, AuthorizationCode, RefreshToken};
+use crate::transport::{describe_transport_error, join};
 
 /// A successful token response.
 #[derive(Debug, Clone)]
@@ -167,7 +166,7 @@ impl TokenClient {
                 }
             })?;
         let status = response.status();
-        let retry_after = crate::atlassian::retry_after(response.headers());
+        let retry_after = crate::transport::retry_after(response.headers());
         let bytes = response
             .bytes()
             .await
@@ -235,44 +234,6 @@ fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> 
     }
 }
 
-/// A transport error in words, without the URL (which is configuration, not news) and
-/// never with a body.
-pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "response body interrupted"
-    } else {
-        "request failed"
-    };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {detail}")
-    }
-}
-
-/// Appends `path` to a base URL whether or not the base ends in a slash.
-pub(crate) fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    {
-        let mut segments = url.path_segments_mut().expect("http URLs have paths");
-        segments.pop_if_empty();
-        for part in path.split('/') {
-            segments.push(part);
-        }
-    }
-    url
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,20 +274,6 @@ mod tests {
         assert_eq!(
             message,
             "HTTP 403 invalid_grant: Unknown or invalid refresh token."
-        );
-    }
-
-    #[test]
-    fn join_handles_trailing_slashes() {
-        let a = Url::parse("http://127.0.0.1:9/").unwrap();
-        let b = Url::parse("http://127.0.0.1:9/prefix").unwrap();
-        assert_eq!(
-            join(&a, "oauth/token").as_str(),
-            "http://127.0.0.1:9/oauth/token"
-        );
-        assert_eq!(
-            join(&b, "oauth/token").as_str(),
-            "http://127.0.0.1:9/prefix/oauth/token"
         );
     }
 }

@@ -158,3 +158,14 @@ pub async fn open_alerts(conn: &mut PgConnection) -> Result<Vec<StoredAlert>, sq
     .fetch_all(conn)
     .await
 }
+
+/// Alerts raised after the one numbered `after`, oldest first, as (id, kind, label, reason).
+pub async fn alerts_after(
+    conn: &mut PgConnection,
+    after: i64,
+) -> Result<Vec<(i64, String, String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, kind, label, reason FROM alerts WHERE id > $1 ORDER BY id")
+        .bind(after)
+        .fetch_all(conn)
+        .await
+}

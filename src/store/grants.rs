@@ -1,55 +1,11 @@
 //! The `grants` table: identity, status, deadlines and sealed tokens of each grant.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::crypto::{Keyring, OpenError, Sealed};
-use crate::oauth::{AccessToken, RefreshToken};
-
-/// Where a grant stands. Deadlines are tracked separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantStatus {
-    /// Working.
-    Active,
-    /// Transient failures in a row; still retrying, never given up on.
-    Degraded,
-    /// Terminal until the user consents again.
-    NeedsReauth,
-    /// Switched off by an operator.
-    Disabled,
-}
-
-impl GrantStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Degraded => "degraded",
-            Self::NeedsReauth => "needs_reauth",
-            Self::Disabled => "disabled",
-        }
-    }
-
-    fn parse(name: &str) -> Self {
-        match name {
-            "degraded" => Self::Degraded,
-            "needs_reauth" => Self::NeedsReauth,
-            "disabled" => Self::Disabled,
-            _ => Self::Active,
-        }
-    }
-}
-
-impl fmt::Display for GrantStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::domain::{AccessToken, GrantStatus, RefreshToken, UnknownGrantStatus};
 
 /// The user a grant belongs to, from `/me`.
 #[derive(Debug, Clone)]
@@ -164,7 +120,12 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Grant {
             account_id: row.try_get("account_id")?,
             account_name: row.try_get("account_name")?,
             account_email: row.try_get("account_email")?,
-            status: GrantStatus::parse(row.try_get::<&str, _>("status")?),
+            status: row.try_get::<&str, _>("status")?.parse().map_err(
+                |e: UnknownGrantStatus| sqlx::Error::ColumnDecode {
+                    index: "status".into(),
+                    source: e.into(),
+                },
+            )?,
             status_reason: row.try_get("status_reason")?,
             status_since: row.try_get("status_since")?,
             scopes: row.try_get("scopes")?,
@@ -642,4 +603,24 @@ pub async fn mark_revalidated(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Locks a grant's row for the rest of the transaction and returns when its current token
+/// family began (`None` when the grant is gone): a renewal changes it.
+pub async fn lock_family_start(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT family_started_at FROM grants WHERE id = $1 FOR UPDATE")
+        .bind(grant_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The ids of the grants labelled `label` (labels are not unique).
+pub async fn ids_labelled(conn: &mut PgConnection, label: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM grants WHERE label = $1")
+        .bind(label)
+        .fetch_all(conn)
+        .await
 }

@@ -2,10 +2,14 @@
 //! (never `NOW()`), so tests can move the clock.
 
 pub mod alerts;
+pub mod api_budget;
+pub mod confluence_spaces;
 pub mod grants;
+pub mod jira_issues;
 pub mod oauth_states;
 pub mod sites;
-pub mod sync;
+pub mod sync_runs;
+pub mod synced_sites;
 
 use std::time::Duration;
 
@@ -53,4 +57,9 @@ pub fn delta(duration: Duration) -> chrono::TimeDelta {
     // Clamped far below TimeDelta::MAX, so adding it to an instant can never overflow.
     const CEILING: chrono::TimeDelta = chrono::TimeDelta::days(365 * 100);
     chrono::TimeDelta::from_std(duration).map_or(CEILING, |d| d.min(CEILING))
+}
+
+/// Checks that the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(drop)
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::atlassian::resources::Site;
+use crate::domain::Site;
 
 /// A site as stored for one grant.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]

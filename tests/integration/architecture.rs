@@ -10,16 +10,13 @@ const LAYERS: &[&[&str]] = &[
     &["domain", "clock", "transport"],
     &["crypto"],
     &["config"],
-    &["oauth"],
-    &["atlassian"],
-    &["store"],
-    &["invite"],
+    &["oauth", "atlassian", "store", "invite"],
     &["app"],
     &["alerts"],
     &["lifecycle"],
     &["pacing"],
     &["jobs"],
-    &["onboarding"],
+    &["onboarding", "report"],
     &["http"],
     &["daemon"],
     &["sandbox"],
@@ -50,27 +47,31 @@ fn rooms_named(line: &str) -> Vec<String> {
     while let Some(at) = rest.find("crate::") {
         let after = &rest[at + "crate::".len()..];
         if let Some(group) = after.strip_prefix('{') {
-            let mut depth = 1;
-            let mut item_start = true;
-            let mut ident = String::new();
+            // Split the group at its top-level commas; each item starts with a room's name.
+            let mut depth = 0;
+            let mut items = vec![String::new()];
             for c in group.chars() {
                 match c {
                     '{' => depth += 1,
-                    '}' if depth == 1 => break,
+                    '}' if depth == 0 => break,
                     '}' => depth -= 1,
-                    ',' if depth == 1 => item_start = true,
-                    c if item_start && (c.is_alphanumeric() || c == '_') => ident.push(c),
-                    c if item_start && !c.is_whitespace() => {
-                        if !ident.is_empty() {
-                            rooms.push(std::mem::take(&mut ident));
-                        }
-                        item_start = false;
-                    }
+                    ',' if depth == 0 => items.push(String::new()),
                     _ => {}
                 }
+                if let Some(item) = items.last_mut() {
+                    item.push(c);
+                }
             }
-            if !ident.is_empty() {
-                rooms.push(ident);
+            for item in items {
+                let ident: String = item
+                    .trim_start_matches(',')
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !ident.is_empty() && ident != "self" {
+                    rooms.push(ident);
+                }
             }
         } else {
             let ident: String = after

@@ -168,7 +168,7 @@ async fn importing_an_account_that_already_consented_renews_its_grant(pool: PgPo
     let connected = atlassync::onboarding::import_refresh_token(
         &app.sandbox.app,
         "mia-imported",
-        &atlassync::oauth::RefreshToken::new(token),
+        &atlassync::domain::RefreshToken::new(token),
         None,
     )
     .await

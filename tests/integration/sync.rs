@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::support::{NowForTests, TestApp};
 use atlassian_emulator::{EmulatorConfig, Fault, FaultKind, IssueChange, Product, SpaceChange};
+use atlassync::domain::SyncKind;
 use atlassync::jobs::sync::{SyncReport, Syncer};
-use atlassync::store::sync::RunKind;
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
@@ -27,7 +27,7 @@ impl SyncApp {
         Self { app, syncer }
     }
 
-    async fn run(&self, kind: RunKind) -> SyncReport {
+    async fn run(&self, kind: SyncKind) -> SyncReport {
         // Each call is its own schedule tick.
         self.app.clock.advance(Duration::seconds(1));
         self.syncer
@@ -203,16 +203,16 @@ async fn after_many_random_cycles_the_tables_equal_the_emulator(pool: PgPool) {
                 .unwrap();
         }
         s.app.clock.advance(Duration::minutes(10));
-        let report = s.run(RunKind::JiraIncremental).await;
+        let report = s.run(SyncKind::JiraIncremental).await;
         assert_eq!(report.failed, 0, "{report:?} {:?}", s.last_run().await);
-        s.run(RunKind::ConfluenceSpaces).await;
+        s.run(SyncKind::ConfluenceSpaces).await;
         if cycle % 4 == 3 {
-            s.run(RunKind::JiraReconcile).await;
+            s.run(SyncKind::JiraReconcile).await;
         }
     }
     s.app.clock.advance(Duration::minutes(10));
-    s.run(RunKind::JiraIncremental).await;
-    s.run(RunKind::JiraReconcile).await;
+    s.run(SyncKind::JiraIncremental).await;
+    s.run(SyncKind::JiraReconcile).await;
     assert_eq!(s.last_run().await.0, "ok");
 
     assert_eq!(
@@ -273,7 +273,7 @@ async fn updates_minutes_after_the_watermark_are_not_missed_in_any_time_zone(poo
         sites.push(cloud);
     }
     s.app.clock.advance(Duration::minutes(30));
-    s.run(RunKind::JiraIncremental).await;
+    s.run(SyncKind::JiraIncremental).await;
     for round in 1..=5 {
         // Changes land one to three minutes after the previous run began (the watermark).
         let watermark: DateTime<Utc> =
@@ -296,7 +296,7 @@ async fn updates_minutes_after_the_watermark_are_not_missed_in_any_time_zone(poo
                 .unwrap();
         }
         s.app.clock.advance(Duration::minutes(4));
-        let report = s.run(RunKind::JiraIncremental).await;
+        let report = s.run(SyncKind::JiraIncremental).await;
         assert_eq!(report.ok, 2, "{report:?}");
         for cloud in &sites {
             assert_eq!(
@@ -315,7 +315,7 @@ async fn an_incremental_cycle_costs_one_request_per_page_plus_a_constant(pool: P
     let emulator = &s.app.sandbox.emulator;
     emulator.create_issues(&cloud, "ENG", 1200);
     s.app.clock.advance(Duration::minutes(10));
-    s.run(RunKind::JiraIncremental).await;
+    s.run(SyncKind::JiraIncremental).await;
     let ids: Vec<String> = emulator.issues(&cloud).into_iter().map(|i| i.id).collect();
     for k in [0usize, 1, 99, 100, 101, 250, 1000] {
         let now = s.app.clock.now_for_tests();
@@ -333,7 +333,7 @@ async fn an_incremental_cycle_costs_one_request_per_page_plus_a_constant(pool: P
                 .unwrap();
         }
         s.app.clock.advance(Duration::minutes(10));
-        s.run(RunKind::JiraIncremental).await;
+        s.run(SyncKind::JiraIncremental).await;
         let (outcome, requests, upserted, _, error) = s.last_run().await;
         assert_eq!(outcome, "ok", "{error:?}");
         let pages = k.div_ceil(100).max(1) as i32;
@@ -352,7 +352,7 @@ async fn a_mid_sync_401_refreshes_once_and_continues(pool: PgPool) {
     s.app.clock.advance(Duration::minutes(10));
     emulator.inject_fault(Fault::new(FaultKind::TokenExpired, "/ex/jira/"));
     let before = emulator.counters().refreshes;
-    let report = s.run(RunKind::JiraIncremental).await;
+    let report = s.run(SyncKind::JiraIncremental).await;
     assert_eq!(report.ok, 1, "{:?}", s.last_run().await);
     assert_eq!(
         emulator.counters().refreshes,
@@ -372,7 +372,7 @@ async fn two_grants_on_one_site(s: &SyncApp, issues: usize) -> (String, String, 
     assert_eq!(s.app.consent("second", &second).await.0, 200);
     emulator.create_issues(&cloud, "ENG", issues);
     s.app.clock.advance(Duration::minutes(10));
-    s.run(RunKind::JiraIncremental).await;
+    s.run(SyncKind::JiraIncremental).await;
     (cloud, first, second)
 }
 
@@ -413,7 +413,7 @@ async fn an_elected_grant_that_needs_reauth_hands_the_site_to_another(pool: PgPo
             )
             .unwrap();
     }
-    let report = s.run(RunKind::JiraIncremental).await;
+    let report = s.run(SyncKind::JiraIncremental).await;
     assert_eq!(report.ok, 1, "{report:?} {:?}", s.last_run().await);
     let (now_elected, _) = elected_grant(&s).await;
     assert_ne!(now_elected, elected, "another grant took over");
@@ -452,7 +452,7 @@ async fn no_request_is_made_before_retry_after_elapses(pool: PgPool) {
         "/ex/jira/",
     ));
     emulator.clear_request_log();
-    let report = s.run(RunKind::JiraIncremental).await;
+    let report = s.run(SyncKind::JiraIncremental).await;
     assert_eq!(report.ok, 1, "{:?}", s.last_run().await);
     let log: Vec<_> = emulator
         .request_log()
@@ -491,10 +491,10 @@ async fn a_quota_429_pauses_all_work_until_the_reset(pool: PgPool) {
     s.app.clock.advance(Duration::minutes(10));
     emulator.inject_fault(Fault::new(FaultKind::QuotaExhausted, "/ex/jira/"));
     emulator.clear_request_log();
-    let report = s.run(RunKind::JiraIncremental).await;
+    let report = s.run(SyncKind::JiraIncremental).await;
     assert_eq!(report.deferred, 1, "{report:?}");
     // Confluence waits too: the quota is the app's.
-    let report = s.run(RunKind::ConfluenceSpaces).await;
+    let report = s.run(SyncKind::ConfluenceSpaces).await;
     assert_eq!(report.deferred, 1, "{report:?}");
     assert_eq!(
         emulator
@@ -510,8 +510,8 @@ async fn a_quota_429_pauses_all_work_until_the_reset(pool: PgPool) {
     assert!(error.unwrap().contains("quota"));
     // After the top of the hour, work resumes.
     s.app.clock.advance(Duration::hours(1));
-    assert_eq!(s.run(RunKind::JiraIncremental).await.ok, 1);
-    assert_eq!(s.run(RunKind::ConfluenceSpaces).await.ok, 1);
+    assert_eq!(s.run(SyncKind::JiraIncremental).await.ok, 1);
+    assert_eq!(s.run(SyncKind::ConfluenceSpaces).await.ok, 1);
 }
 
 #[sqlx::test]
@@ -542,7 +542,7 @@ async fn sync_stays_within_its_share_of_the_hourly_points_budget(pool: PgPool) {
     );
     let report = syncer
         .run_once(
-            RunKind::JiraIncremental,
+            SyncKind::JiraIncremental,
             s.app.clock.now_for_tests(),
             &tokio_util::sync::CancellationToken::new(),
         )
@@ -578,8 +578,8 @@ async fn the_jql_restriction_is_honoured_by_sync_and_reconciliation(pool: PgPool
     s.app.sandbox.emulator.create_issues(&cloud, "ENG", 30);
     s.app.sandbox.emulator.create_issues(&cloud, "OPS", 20);
     s.app.clock.advance(Duration::minutes(10));
-    s.run(RunKind::JiraIncremental).await;
-    s.run(RunKind::JiraReconcile).await;
+    s.run(SyncKind::JiraIncremental).await;
+    s.run(SyncKind::JiraReconcile).await;
     let projects: Vec<(String, i64)> = sqlx::query_as(
         "SELECT project_key, count(*) FROM jira_issues WHERE deleted_at IS NULL GROUP BY project_key",
     )
@@ -599,7 +599,7 @@ async fn a_scope_mismatch_is_recorded_on_the_site_and_the_site_moves_on(pool: Pg
     // Jira still listed, but the token no longer carries read:jira-work.
     emulator.set_scopes(account, &["read:me", "offline_access", "read:jira-user"]);
     s.app.clock.advance(Duration::minutes(10));
-    let report = s.run(RunKind::JiraIncremental).await;
+    let report = s.run(SyncKind::JiraIncremental).await;
     assert_eq!(report.ok, 1, "handed to the other grant: {report:?}");
     let scope_error: Option<String> =
         sqlx::query_scalar("SELECT scope_error FROM sites WHERE grant_id = $1")

@@ -1,4 +1,4 @@
-//! Calling one site's product API through one grant, the way Atlassian asks to be called:
+//! Pacing: calling one site's product API through one grant, the way Atlassian asks to be called:
 //! timeouts, retries with jitter (every call atlassync makes is a read, so all are
 //! idempotent), `Retry-After` honoured exactly, a burst 429 slowing only that endpoint of
 //! that site, a quota 429 pausing all of the app's work until the reset, every request
@@ -11,16 +11,15 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use reqwest::Method;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{ApiError, classify};
 use crate::app::App;
+use crate::atlassian::{ApiError, ProductCall};
+use crate::domain::{AccessToken, Product};
 use crate::lifecycle::{Refresher, TokenUnavailable};
-use crate::oauth::{AccessToken, describe_transport_error, join};
-use crate::store::sync as store;
+use crate::store::{api_budget, synced_sites};
 
 /// Why a call gave up.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +71,7 @@ pub struct SiteSession<'a> {
     refresher: &'a Refresher,
     throttles: &'a Throttles,
     grant_id: Uuid,
-    product: &'static str,
+    product: Product,
     cloud_id: String,
     token: Option<AccessToken>,
     /// Requests sent, including retries.
@@ -89,13 +88,13 @@ pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl<'a> SiteSession<'a> {
-    /// A session for `product` ("jira" or "confluence") of `cloud_id` through `grant_id`.
+    /// A session for `product` of `cloud_id` through `grant_id`.
     pub fn new(
         app: &'a App,
         refresher: &'a Refresher,
         throttles: &'a Throttles,
         grant_id: Uuid,
-        product: &'static str,
+        product: Product,
         cloud_id: &str,
     ) -> Self {
         Self {
@@ -112,50 +111,17 @@ impl<'a> SiteSession<'a> {
         }
     }
 
-    /// `GET` a product path (below `/ex/{product}/{cloudid}/`) with query pairs.
-    /// `most_objects` bounds the objects the answer can carry, which bounds its cost;
-    /// `objects` counts the ones it did carry.
-    pub async fn get<T: DeserializeOwned>(
+    /// Makes `call`, paced and costed, refreshing the token once after a 401 and retrying
+    /// transient failures with backoff.
+    pub async fn call<T: DeserializeOwned>(
         &mut self,
-        path: &str,
-        query: &[(&str, String)],
-        most_objects: usize,
-        objects: impl Fn(&T) -> usize,
+        call: ProductCall<T>,
     ) -> Result<T, CallError> {
-        self.call(Method::GET, path, query, None, most_objects, objects)
-            .await
-    }
-
-    /// `POST` a read (search, bulk fetch) with a JSON body; see [`SiteSession::get`].
-    pub async fn post<T: DeserializeOwned>(
-        &mut self,
-        path: &str,
-        body: serde_json::Value,
-        most_objects: usize,
-        objects: impl Fn(&T) -> usize,
-    ) -> Result<T, CallError> {
-        self.call(Method::POST, path, &[], Some(body), most_objects, objects)
-            .await
-    }
-
-    async fn call<T: DeserializeOwned>(
-        &mut self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<serde_json::Value>,
-        most_objects: usize,
-        objects: impl Fn(&T) -> usize,
-    ) -> Result<T, CallError> {
-        let most_points = 1 + most_objects as i64;
-        let url = join(
-            &self
-                .app
-                .config
-                .api_base_url_for(self.product, &self.cloud_id),
-            path,
-        );
-        let endpoint = (self.cloud_id.clone(), format!("{method} {path}"));
+        debug_assert_eq!(call.product, self.product, "a session calls one product");
+        let most_points = call.most_points();
+        let path = call.path;
+        let cloud_id = crate::domain::CloudId::new(self.cloud_id.clone());
+        let endpoint = (self.cloud_id.clone(), format!("{} {path}", call.method));
         let max_retries = self.app.config.sync.max_retries;
         let mut backoff = backoff();
         let mut failures = 0u32;
@@ -173,40 +139,14 @@ impl<'a> SiteSession<'a> {
                     token
                 }
             };
-            let mut request = self
-                .app
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token.expose())
-                .header(reqwest::header::ACCEPT, "application/json");
-            if !query.is_empty() {
-                request = request.query(query);
-            }
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
             self.requests += 1;
-            let error = match request.send().await {
+            let error = match self.app.api.send(&cloud_id, &token, &call).await {
                 Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(bytes) if status.is_success() => {
-                            match serde_json::from_slice::<T>(&bytes) {
-                                Ok(value) => {
-                                    self.spend(1 + objects(&value) as i64).await?;
-                                    return Ok(value);
-                                }
-                                Err(e) => ApiError::Transient(format!(
-                                    "unreadable response from {path}: {e}"
-                                )),
-                            }
-                        }
-                        Ok(bytes) => classify(status.as_u16(), &headers, &bytes),
-                        Err(e) => ApiError::Transient(describe_transport_error(&e)),
-                    }
+                    self.spend(1 + (call.objects)(&response.value) as i64)
+                        .await?;
+                    return Ok(response.value);
                 }
-                Err(e) => ApiError::Transient(describe_transport_error(&e)),
+                Err(error) => error,
             };
             // A rejected request still costs its base point.
             self.spend(1).await?;
@@ -237,7 +177,7 @@ impl<'a> SiteSession<'a> {
                         None => hour_start(now) + TimeDelta::hours(1),
                     };
                     let mut conn = self.app.pool.acquire().await?;
-                    store::pause_app(&mut conn, hour_start(now), until).await?;
+                    api_budget::pause_app(&mut conn, hour_start(now), until).await?;
                     tracing::warn!(site.cloud_id = %self.cloud_id, %reason, %until, "quota exhausted: pausing all requests");
                     return Err(CallError::QuotaPaused { until });
                 }
@@ -276,18 +216,19 @@ impl<'a> SiteSession<'a> {
     async fn record_scope_problem(&self, path: &str, message: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.app.pool.begin().await?;
         let detail = format!("{message} (calling {path})");
-        store::record_scope_error(
+        synced_sites::record_scope_error(
             &mut tx,
             self.grant_id,
             &self.cloud_id,
-            self.product,
+            self.product.as_str(),
             &detail,
         )
         .await?;
         if let Some(grant) = crate::store::grants::get_grant(&mut tx, self.grant_id).await? {
             let reason = format!(
                 "Atlassian refused this grant's token for {} on site {}: {detail}; the user must consent again with the full scope list",
-                self.product, self.cloud_id
+                self.product.as_str(),
+                self.cloud_id
             );
             crate::alerts::raise(
                 &mut tx,
@@ -298,7 +239,7 @@ impl<'a> SiteSession<'a> {
                     &reason,
                     self.app.clock.now(),
                 )
-                .at_site(&self.cloud_id, self.product),
+                .at_site(&self.cloud_id, self.product.as_str()),
             )
             .await?;
         }
@@ -311,7 +252,7 @@ impl<'a> SiteSession<'a> {
         let hour = hour_start(now);
         let (used, paused) = {
             let mut conn = self.app.pool.acquire().await?;
-            store::budget(&mut conn, hour).await?
+            api_budget::budget(&mut conn, hour).await?
         };
         if let Some(until) = paused.filter(|until| *until > now) {
             return Err(CallError::QuotaPaused { until });
@@ -331,7 +272,7 @@ impl<'a> SiteSession<'a> {
         self.points += points;
         let hour = hour_start(self.app.clock.now());
         let mut conn = self.app.pool.acquire().await?;
-        let used = store::spend_points(&mut conn, hour, points).await?;
+        let used = api_budget::spend_points(&mut conn, hour, points).await?;
         self.points_remaining = Some(i64::from(self.app.config.sync.points_per_hour) - used);
         Ok(())
     }

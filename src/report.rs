@@ -1,0 +1,150 @@
+//! What operators are shown about grants: one report per grant with its sites and deadlines,
+//! as JSON or as a plain-text table (`grants list`, the demo).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::domain::GrantStatus;
+use crate::store::grants;
+use crate::store::sites::{self, StoredSite};
+
+/// One grant as `grants list` shows it.
+#[derive(Debug, Serialize)]
+pub struct GrantReport {
+    pub id: uuid::Uuid,
+    pub label: String,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub status: GrantStatus,
+    pub status_reason: Option<String>,
+    pub sites: Vec<StoredSite>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub refresh_idle_deadline: DateTime<Utc>,
+    pub family_deadline: DateTime<Utc>,
+    pub refresh_started_at: Option<DateTime<Utc>>,
+    pub failure_streak: i32,
+    pub last_error: Option<String>,
+}
+
+/// Every grant with its sites.
+pub async fn grant_reports(app: &App) -> Result<Vec<GrantReport>, sqlx::Error> {
+    let mut conn = app.pool.acquire().await?;
+    let all = grants::all_grants(&mut conn).await?;
+    let all_sites = sites::all_sites(&mut conn).await?;
+    Ok(all
+        .into_iter()
+        .map(|g| GrantReport {
+            sites: all_sites
+                .iter()
+                .filter(|s| s.grant_id == g.id)
+                .cloned()
+                .collect(),
+            id: g.id,
+            label: g.label,
+            account_id: g.account_id,
+            account_name: g.account_name,
+            status: g.status,
+            status_reason: g.status_reason,
+            access_expires_at: g.access_expires_at,
+            refresh_idle_deadline: g.refresh_idle_deadline,
+            family_deadline: g.family_deadline,
+            refresh_started_at: g.refresh_started_at,
+            failure_streak: g.failure_streak,
+            last_error: g.last_error,
+        })
+        .collect())
+}
+
+/// A plain-text table, one row per grant.
+pub fn render_table(reports: &[GrantReport]) -> String {
+    let header = [
+        "LABEL",
+        "ACCOUNT",
+        "STATUS",
+        "SITES",
+        "ACCESS EXPIRES",
+        "REFRESH IDLE DEADLINE",
+        "FAMILY DEADLINE",
+    ];
+    let rows: Vec<[String; 7]> = reports
+        .iter()
+        .map(|r| {
+            let active: Vec<String> = r
+                .sites
+                .iter()
+                .filter(|s| s.status == "active")
+                .map(|s| {
+                    let mut name = format!("{}/{}", s.name, s.product);
+                    if !s.missing_scopes.is_empty() || s.scope_error.is_some() {
+                        name.push_str("(scopes!)");
+                    }
+                    name
+                })
+                .collect();
+            let revoked = r.sites.iter().filter(|s| s.status == "revoked").count();
+            let mut sites = if active.is_empty() {
+                "-".to_owned()
+            } else {
+                active.join(",")
+            };
+            if revoked > 0 {
+                sites.push_str(&format!(" +{revoked} revoked"));
+            }
+            let mut status = r.status.to_string();
+            if let Some(reason) = &r.status_reason {
+                // The full reason is in `--json` and the alert; keep the table readable.
+                let short: String = reason.chars().take(40).collect();
+                let ellipsis = if reason.chars().count() > 40 {
+                    "…"
+                } else {
+                    ""
+                };
+                status.push_str(&format!(" ({short}{ellipsis})"));
+            }
+            [
+                r.label.clone(),
+                r.account_id
+                    .clone()
+                    .unwrap_or_else(|| "(unidentified)".into()),
+                status,
+                sites,
+                r.access_expires_at
+                    .map(timestamp)
+                    .unwrap_or_else(|| "-".into()),
+                timestamp(r.refresh_idle_deadline),
+                timestamp(r.family_deadline),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    if rows.is_empty() {
+        out.push_str(
+            "(no grants yet: send a user the link from `atlassync invite --label NAME`)\n",
+        );
+    }
+    out
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M").to_string()
+}

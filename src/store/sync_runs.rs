@@ -1,0 +1,105 @@
+//! The `sync_runs` table: one row per sync run, with its counts, cost and outcome.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::synced_sites::SyncedSite;
+use crate::domain::SyncKind;
+
+/// Counters of one run, written when it ends.
+#[derive(Debug, Default, Clone)]
+pub struct RunTotals {
+    pub upserted: i64,
+    pub deleted: i64,
+    pub restored: i64,
+    pub requests: i64,
+    pub points_used: i64,
+    pub points_remaining: Option<i64>,
+    pub watermark_after: Option<DateTime<Utc>>,
+}
+
+/// Opens a `sync_runs` row.
+pub async fn start_run(
+    conn: &mut PgConnection,
+    site: &SyncedSite,
+    kind: SyncKind,
+    grant_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO sync_runs (cloud_id, product, kind, grant_id, started_at, watermark_before)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&site.cloud_id)
+    .bind(&site.product)
+    .bind(kind.as_str())
+    .bind(grant_id)
+    .bind(now)
+    .bind(site.jira_watermark)
+    .fetch_one(conn)
+    .await
+}
+
+/// Closes a `sync_runs` row with its outcome and counts.
+pub async fn finish_run(
+    conn: &mut PgConnection,
+    run_id: i64,
+    outcome: &str,
+    error: Option<&str>,
+    totals: &RunTotals,
+    duration_ms: i64,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sync_runs SET finished_at = $2, duration_ms = $3, outcome = $4, error = $5,
+            upserted = $6, deleted = $7, restored = $8, requests = $9, points_used = $10,
+            points_remaining = $11, watermark_after = $12
+         WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(now)
+    .bind(duration_ms)
+    .bind(outcome)
+    .bind(error)
+    .bind(totals.upserted as i32)
+    .bind(totals.deleted as i32)
+    .bind(totals.restored as i32)
+    .bind(totals.requests as i32)
+    .bind(totals.points_used as i32)
+    .bind(totals.points_remaining.map(|p| p as i32))
+    .bind(totals.watermark_after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Closes runs still `running` that started before `started_before` (their process is gone).
+pub async fn close_abandoned_runs(
+    conn: &mut PgConnection,
+    started_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let closed = sqlx::query(
+        "UPDATE sync_runs SET outcome = 'failed', finished_at = $2,
+            error = 'abandoned: the process running it stopped before it finished'
+         WHERE outcome = 'running' AND started_at < $1",
+    )
+    .bind(started_before)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(closed.rows_affected())
+}
+
+/// Runs counted by kind and outcome, as (kind, outcome, runs, requests).
+pub async fn tally(
+    conn: &mut PgConnection,
+) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, outcome, count(*), sum(requests)::bigint FROM sync_runs
+         GROUP BY kind, outcome ORDER BY kind, outcome",
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,233 @@
+//! The `synced_sites` table: one row per (cloud id, product) any grant reaches, with its
+//! elected grant, pin, watermark and the ticks it was last claimed for.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::SyncKind;
+
+/// A site as the sync sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SyncedSite {
+    pub cloud_id: String,
+    pub product: String,
+    pub name: String,
+    pub url: String,
+    pub elected_grant_id: Option<Uuid>,
+    pub pinned_grant_id: Option<Uuid>,
+    pub jira_watermark: Option<DateTime<Utc>>,
+}
+
+/// Re-elects the grant of every site: the pinned grant while it is healthy, else the current
+/// one while it is healthy, else the healthiest other grant that reaches the site with every
+/// needed scope. Sites nobody healthy reaches keep no elected grant (and are not synced).
+/// Returns the sites whose elected grant changed, as (cloud id, product, old, new).
+pub async fn elect_grants(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String, Option<Uuid>, Option<Uuid>)>, sqlx::Error> {
+    // Replicas electing at the same tick take turns instead of deadlocking on row order.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('atlassync.elect_grants'))")
+        .execute(&mut *conn)
+        .await?;
+    // Every (site, product) any grant has ever reached gets a row.
+    sqlx::query(
+        "INSERT INTO synced_sites (cloud_id, product, name, url)
+         SELECT DISTINCT ON (cloud_id, product) cloud_id, product, name, url FROM sites
+         ORDER BY cloud_id, product, last_seen_at DESC
+         ON CONFLICT (cloud_id, product) DO UPDATE SET name = EXCLUDED.name, url = EXCLUDED.url
+         WHERE (synced_sites.name, synced_sites.url) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.url)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(
+        "WITH healthy AS (
+            SELECT s.cloud_id, s.product, g.id AS grant_id, g.status, g.last_refreshed_at
+            FROM sites s JOIN grants g ON g.id = s.grant_id
+            WHERE s.status = 'active' AND cardinality(s.missing_scopes) = 0 AND s.scope_error IS NULL
+              AND g.status IN ('active', 'degraded')
+         ),
+         choice AS (
+            SELECT ss.cloud_id, ss.product, ss.elected_grant_id AS old_grant,
+              COALESCE(
+                (SELECT h.grant_id FROM healthy h WHERE h.cloud_id = ss.cloud_id AND h.product = ss.product
+                   AND h.grant_id = ss.pinned_grant_id AND h.status = 'active'),
+                (SELECT h.grant_id FROM healthy h WHERE h.cloud_id = ss.cloud_id AND h.product = ss.product
+                   AND h.grant_id = ss.elected_grant_id AND h.status = 'active'),
+                (SELECT h.grant_id FROM healthy h WHERE h.cloud_id = ss.cloud_id AND h.product = ss.product
+                   ORDER BY (h.status = 'active') DESC, h.last_refreshed_at DESC NULLS LAST, h.grant_id
+                   LIMIT 1)
+              ) AS new_grant
+            FROM synced_sites ss
+            FOR UPDATE OF ss
+         )
+         UPDATE synced_sites ss SET elected_grant_id = c.new_grant, elected_at = $1
+         FROM choice c
+         WHERE ss.cloud_id = c.cloud_id AND ss.product = c.product
+           AND c.new_grant IS DISTINCT FROM c.old_grant
+         RETURNING ss.cloud_id, ss.product, c.old_grant, c.new_grant",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// Pins `grant_id` (or clears the pin with `None`) for a site.
+pub async fn pin_grant(
+    conn: &mut PgConnection,
+    cloud_id: &str,
+    product: &str,
+    grant_id: Option<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE synced_sites SET pinned_grant_id = $3 WHERE cloud_id = $1 AND product = $2",
+    )
+    .bind(cloud_id)
+    .bind(product)
+    .bind(grant_id)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Claims up to `limit` sites with an elected grant not yet done for `tick`.
+pub async fn claim_sites(
+    conn: &mut PgConnection,
+    kind: SyncKind,
+    tick: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<SyncedSite>, sqlx::Error> {
+    let query = match kind {
+        SyncKind::JiraReconcile => {
+            "WITH due AS (
+                SELECT cloud_id, product FROM synced_sites
+                WHERE product = $1 AND elected_grant_id IS NOT NULL
+                  AND (reconciled_for IS NULL OR reconciled_for < $2)
+                ORDER BY reconciled_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)
+             UPDATE synced_sites ss SET reconciled_for = $2 FROM due
+             WHERE ss.cloud_id = due.cloud_id AND ss.product = due.product
+             RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark"
+        }
+        SyncKind::JiraIncremental | SyncKind::ConfluenceSpaces => {
+            "WITH due AS (
+                SELECT cloud_id, product FROM synced_sites
+                WHERE product = $1 AND elected_grant_id IS NOT NULL
+                  AND (synced_for IS NULL OR synced_for < $2)
+                ORDER BY synced_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)
+             UPDATE synced_sites ss SET synced_for = $2 FROM due
+             WHERE ss.cloud_id = due.cloud_id AND ss.product = due.product
+             RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark"
+        }
+    };
+    sqlx::query_as(query)
+        .bind(kind.product().as_str())
+        .bind(tick)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// Moves a site's Jira watermark forward (never back).
+pub async fn advance_watermark(
+    conn: &mut PgConnection,
+    cloud_id: &str,
+    watermark: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE synced_sites SET jira_watermark = GREATEST(COALESCE(jira_watermark, $2), $2)
+         WHERE cloud_id = $1 AND product = 'jira'",
+    )
+    .bind(cloud_id)
+    .bind(watermark)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the sites' last successful run time.
+pub async fn mark_site_synced(
+    conn: &mut PgConnection,
+    cloud_id: &str,
+    product: &str,
+    kind: SyncKind,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let query = match kind {
+        SyncKind::JiraReconcile => {
+            "UPDATE synced_sites SET last_reconciled_at = $3 WHERE cloud_id = $1 AND product = $2"
+        }
+        _ => "UPDATE synced_sites SET last_synced_at = $3 WHERE cloud_id = $1 AND product = $2",
+    };
+    sqlx::query(query)
+        .bind(cloud_id)
+        .bind(product)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a gateway "scope does not match" on a grant's site, which removes the grant from
+/// that site's election until revalidation sees a fresh scope list.
+pub async fn record_scope_error(
+    conn: &mut PgConnection,
+    grant_id: Uuid,
+    cloud_id: &str,
+    product: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sites SET scope_error = $4 WHERE grant_id = $1 AND cloud_id = $2 AND product = $3",
+    )
+    .bind(grant_id)
+    .bind(cloud_id)
+    .bind(product)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One synced site, as it stands now.
+pub async fn get_site(
+    conn: &mut PgConnection,
+    cloud_id: &str,
+    product: &str,
+) -> Result<Option<SyncedSite>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT cloud_id, product, name, url, elected_grant_id, pinned_grant_id, jira_watermark
+         FROM synced_sites WHERE cloud_id = $1 AND product = $2",
+    )
+    .bind(cloud_id)
+    .bind(product)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One line of the operators' site listing: a synced site with the labels of its elected
+/// and pinned grants.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SiteOverview {
+    pub name: String,
+    pub product: String,
+    pub cloud_id: String,
+    pub elected: Option<String>,
+    pub pinned: Option<String>,
+    pub watermark: Option<DateTime<Utc>>,
+    pub synced: Option<DateTime<Utc>>,
+}
+
+/// Every synced site, by name and product.
+pub async fn overview(conn: &mut PgConnection) -> Result<Vec<SiteOverview>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT ss.name, ss.product, ss.cloud_id, e.label AS elected, p.label AS pinned,
+                ss.jira_watermark AS watermark, ss.last_synced_at AS synced
+         FROM synced_sites ss
+         LEFT JOIN grants e ON e.id = ss.elected_grant_id
+         LEFT JOIN grants p ON p.id = ss.pinned_grant_id
+         ORDER BY ss.name, ss.product",
+    )
+    .fetch_all(conn)
+    .await
+}
