@@ -229,7 +229,7 @@ async fn insert_dummy_grants(
         let mut due = Vec::with_capacity(chunk.len());
         let mut numbers = Vec::with_capacity(chunk.len());
         for &i in chunk {
-            let id = Uuid::new_v4();
+            let id = atlassync::domain::GrantId::new_random();
             let sealed =
                 grants::seal_refresh_token(keyring, id, &RefreshToken::new(dummy_token("r")));
             let access_token = atlassync::domain::AccessToken::new(dummy_token("a"));
@@ -288,7 +288,7 @@ async fn claim_benchmark(pool: &PgPool, start: DateTime<Utc>) -> anyhow::Result<
         if claimed.len() as i64 != CLAIM_BATCH {
             bail!("round {round}: claimed {} of {CLAIM_BATCH}", claimed.len());
         }
-        let ids: Vec<Uuid> = claimed.iter().map(|g| g.id).collect();
+        let ids: Vec<Uuid> = claimed.iter().map(|g| g.id.as_uuid()).collect();
         sqlx::query(
             "UPDATE grants SET leased_by = NULL, leased_until = NULL,
                 next_refresh_at = $2 + interval '30 days' * random()

@@ -317,7 +317,7 @@ struct External {
 struct World {
     sandbox: Sandbox,
     cloud: String,
-    grant_id: uuid::Uuid,
+    grant_id: atlassync::domain::GrantId,
     syncer: Syncer,
 }
 
@@ -395,7 +395,7 @@ async fn world(pool: PgPool, external: Option<&External>) -> anyhow::Result<Worl
             ext.cloud.clone()
         }
     };
-    let grant_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM grants")
+    let grant_id: atlassync::domain::GrantId = sqlx::query_scalar("SELECT id FROM grants")
         .fetch_one(&pool)
         .await?;
     let app = sandbox.app.clone();
@@ -684,7 +684,7 @@ async fn page_all(
     let jql = incremental_jql(
         app.config.jira.jql.as_deref(),
         DateTime::UNIX_EPOCH,
-        atlassync::store::delta(app.config.sync.jira_overlap),
+        app.config.sync.jira_overlap,
         Tz::UTC,
     );
     let page_size = app.config.sync.jira_page_size.min(100);
@@ -816,8 +816,8 @@ async fn write_pages(
         match how {
             Write::Unnest => {
                 let mut tx = pool.begin().await?;
-                jira_issues::upsert_issues(&mut tx, cloud, batch, now).await?;
-                synced_sites::advance_watermark(&mut tx, cloud, watermark).await?;
+                jira_issues::upsert_issues(&mut tx, &CloudId::new(cloud), batch, now).await?;
+                synced_sites::advance_watermark(&mut tx, &CloudId::new(cloud), watermark).await?;
                 tx.commit().await?;
             }
             Write::Staged => {
@@ -846,7 +846,7 @@ async fn write_pages(
                 )
                 .execute(&mut *tx)
                 .await?;
-                synced_sites::advance_watermark(&mut tx, cloud, watermark).await?;
+                synced_sites::advance_watermark(&mut tx, &CloudId::new(cloud), watermark).await?;
                 tx.commit().await?;
             }
         }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::app::App;
-use crate::domain::GrantStatus;
+use crate::domain::{GrantStatus, SiteKey};
 use crate::store::alerts::{self, AlertKind, NewAlert};
 use crate::store::grants::{self, Grant};
 
@@ -14,8 +14,8 @@ use crate::store::grants::{self, Grant};
 #[derive(Debug, Clone, Copy)]
 pub struct Condition<'a> {
     pub kind: AlertKind,
-    /// For site conditions: (cloud id, product).
-    pub site: Option<(&'a str, &'a str)>,
+    /// For site conditions: which site.
+    pub site: Option<&'a SiteKey>,
     /// What broke, in words an operator can act on.
     pub reason: &'a str,
     /// When the condition began.
@@ -36,10 +36,10 @@ impl<'a> Condition<'a> {
         }
     }
 
-    /// The same condition, about one site: (cloud id, product).
-    pub fn at_site(self, cloud_id: &'a str, product: &'a str) -> Self {
+    /// The same condition, about one site.
+    pub fn at_site(self, site: &'a SiteKey) -> Self {
         Self {
-            site: Some((cloud_id, product)),
+            site: Some(site),
             ..self
         }
     }
@@ -73,7 +73,7 @@ pub async fn raise(
         grant_id: grant.id,
         account_id: grant.account_id.clone(),
         label: grant.label.clone(),
-        site: site.map(|(c, p)| (c.to_owned(), p.to_owned())),
+        site: site.cloned(),
         reason: reason.to_owned(),
         since,
         deadline,
@@ -85,7 +85,7 @@ pub async fn raise(
             alert.kind = kind.as_str(),
             grant.id = %grant.id,
             grant.label = %grant.label,
-            site.cloud_id = site.map(|s| s.0),
+            site.cloud_id = site.map(|s| s.cloud_id.as_str()),
             reason,
             "alert raised"
         );
@@ -116,10 +116,9 @@ pub async fn clear(
     app: &App,
     grant: &Grant,
     kind: AlertKind,
-    site: Option<(&str, &str)>,
+    site: Option<&SiteKey>,
 ) -> Result<bool, sqlx::Error> {
-    let site = site.map(|(c, p)| (c.to_owned(), p.to_owned()));
-    let key = alerts::dedupe_key(kind, grant.id, site.as_ref());
+    let key = alerts::dedupe_key(kind, grant.id, site);
     let resolved = alerts::resolve_alert(conn, &key, app.clock.now()).await?;
     if resolved {
         tracing::info!(alert.kind = kind.as_str(), grant.id = %grant.id, "alert resolved");

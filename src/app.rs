@@ -54,8 +54,7 @@ impl App {
 
     /// A fresh invite link for `label`, valid for `http.invite_ttl`.
     pub fn invite_link(&self, label: &str) -> Url {
-        let ttl = chrono::TimeDelta::from_std(self.config.http.invite_ttl)
-            .unwrap_or(chrono::TimeDelta::days(7));
+        let ttl = self.config.http.invite_ttl;
         Invite {
             label: label.to_owned(),
             expires_at: self.clock.now() + ttl,

@@ -2,17 +2,16 @@
 //! brings refresh tokens from an existing integration (`grants import`).
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::app::App;
 use crate::atlassian::ApiError;
-use crate::domain::RefreshToken;
 use crate::domain::Site;
+use crate::domain::{GrantId, RefreshToken};
 use crate::oauth::{TokenError, TokenSet};
 use crate::store::alerts::{self, AlertKind};
 use crate::store::grants::{self, Account, FamilyRecord};
+use crate::store::is_unique_violation;
 use crate::store::sites::{self, StoredSite};
-use crate::store::{delta, is_unique_violation};
 
 /// Why a grant could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +30,7 @@ pub enum OnboardError {
         "the rotated refresh token is saved as grant {grant_id}, but identifying it failed: {cause}; the daemon retries at its next revalidation"
     )]
     Unidentified {
-        grant_id: Uuid,
+        grant_id: GrantId,
         cause: Box<OnboardError>,
     },
 }
@@ -39,7 +38,7 @@ pub enum OnboardError {
 /// A grant as it stands after onboarding.
 #[derive(Debug, Clone)]
 pub struct Connected {
-    pub grant_id: Uuid,
+    pub grant_id: GrantId,
     /// True when an existing grant of the same account was renewed.
     pub renewed: bool,
     pub account: Account,
@@ -101,7 +100,7 @@ pub async fn import_refresh_token(
     let now = app.clock.now();
     let family_started_at = consented_at.unwrap_or(now).min(now);
 
-    let placeholder = Uuid::new_v4();
+    let placeholder = GrantId::new_random();
     let family = family_record(
         app,
         placeholder,
@@ -171,7 +170,7 @@ async fn store_family(
     sites: &[Site],
     family_started_at: DateTime<Utc>,
     now: DateTime<Utc>,
-    placeholder: Option<Uuid>,
+    placeholder: Option<GrantId>,
 ) -> Result<Connected, OnboardError> {
     let mut tx = app.pool.begin().await?;
     let existing = grants::lock_grant_of_account(&mut tx, &account.account_id).await?;
@@ -195,7 +194,7 @@ async fn store_family(
             (placeholder, false)
         }
         (None, None) => {
-            let grant_id = Uuid::new_v4();
+            let grant_id = GrantId::new_random();
             let family =
                 family_record(app, grant_id, tokens, refresh_token, family_started_at, now);
             grants::insert_grant(&mut tx, label, Some(account), &family, now).await?;
@@ -247,7 +246,7 @@ async fn store_family(
 /// The sealed tokens and deadlines of a family whose latest rotation is `now`.
 fn family_record(
     app: &App,
-    grant_id: Uuid,
+    grant_id: GrantId,
     tokens: &TokenSet,
     refresh_token: &RefreshToken,
     family_started_at: DateTime<Utc>,
@@ -259,12 +258,12 @@ fn family_record(
         grant_id,
         refresh_token: grants::seal_refresh_token(keyring, grant_id, refresh_token),
         access_token: grants::seal_access_token(keyring, grant_id, &tokens.access_token),
-        access_expires_at: now + delta(tokens.expires_in),
+        access_expires_at: now + tokens.expires_in,
         scopes: tokens.scopes.clone(),
         family_started_at,
-        family_deadline: family_started_at + delta(policy.absolute_expiry),
+        family_deadline: family_started_at + policy.absolute_expiry,
         rotated_at: now,
-        refresh_idle_deadline: now + delta(policy.inactivity_expiry),
-        next_refresh_at: now + delta(policy.keepalive_after),
+        refresh_idle_deadline: now + policy.inactivity_expiry,
+        next_refresh_at: now + policy.keepalive_after,
     }
 }

@@ -5,16 +5,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::domain::GrantStatus;
+use crate::domain::{AccountId, GrantId, GrantStatus};
 use crate::store::grants;
 use crate::store::sites::{self, StoredSite};
 
 /// One grant as `grants list` shows it.
 #[derive(Debug, Serialize)]
 pub struct GrantReport {
-    pub id: uuid::Uuid,
+    pub id: GrantId,
     pub label: String,
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub account_name: Option<String>,
     pub status: GrantStatus,
     pub status_reason: Option<String>,
@@ -105,8 +105,8 @@ pub fn render_table(reports: &[GrantReport]) -> String {
             [
                 r.label.clone(),
                 r.account_id
-                    .clone()
-                    .unwrap_or_else(|| "(unidentified)".into()),
+                    .as_ref()
+                    .map_or_else(|| "(unidentified)".into(), ToString::to_string),
                 status,
                 sites,
                 r.access_expires_at

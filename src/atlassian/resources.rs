@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{ApiClient, ApiError};
-use crate::domain::{AccessToken, Product, Site};
+use crate::domain::{AccessToken, AccountId, CloudId, Product, Site};
 
 /// One entry of accessible-resources.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,7 +18,7 @@ pub struct AccessibleResource {
 /// The consenting user, from `/me`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Profile {
-    pub account_id: String,
+    pub account_id: AccountId,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -51,7 +51,7 @@ pub fn sites_from_resources(resources: Vec<AccessibleResource>) -> Vec<Site> {
         };
         if let Some(existing) = sites
             .iter_mut()
-            .find(|s| s.cloud_id == resource.id && s.product == product)
+            .find(|s| s.cloud_id.as_str() == resource.id && s.product == product)
         {
             for scope in resource.scopes {
                 if !existing.scopes.contains(&scope) {
@@ -61,7 +61,7 @@ pub fn sites_from_resources(resources: Vec<AccessibleResource>) -> Vec<Site> {
             continue;
         }
         sites.push(Site {
-            cloud_id: resource.id,
+            cloud_id: CloudId::new(resource.id),
             product,
             name: resource.name,
             url: resource.url,

@@ -2,6 +2,7 @@
 //! message names the key), 1 anything else.
 
 mod grants;
+mod run;
 mod sites;
 
 use std::path::PathBuf;
@@ -165,8 +166,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             // An invite is pure computation: no database needed.
             let clock = SystemClock;
-            let ttl = chrono::TimeDelta::from_std(config.http.invite_ttl)
-                .map_err(|e| anyhow::anyhow!("http.invite_ttl: {e}"))?;
+            let ttl = config.http.invite_ttl;
             let invite = crate::invite::Invite {
                 label,
                 expires_at: crate::clock::Clock::now(&clock) + ttl,
@@ -186,12 +186,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
+            let signals = run::Signals::install()?;
             let pool = connect(&config).await?;
             crate::store::migrate(&pool)
                 .await
                 .map_err(anyhow::Error::from)?;
             let app = App::new(config, pool, Arc::new(SystemClock));
-            crate::daemon::run(app, path, given).await?;
+            run::run(app, signals, path, given).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Grants { command } => {

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use sqlx::PgPool;
 
+use crate::domain::{CloudId, Product};
 use crate::store::{grants, synced_sites};
 
 type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
@@ -43,9 +44,10 @@ pub async fn pin(
     product: &str,
     label: Option<&str>,
 ) -> anyhow::Result<()> {
-    if !matches!(product, "jira" | "confluence") {
+    let Some(product) = Product::parse(product) else {
         bail!("--product must be jira or confluence, not `{product}`");
-    }
+    };
+    let cloud_id = &CloudId::new(cloud_id);
     let grant_id = match label {
         Some(label) => {
             let ids = {

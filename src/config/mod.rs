@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::TimeDelta;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
+use crate::domain::JobKind;
 use values::{DurationValue, LenientString};
 pub use values::{Schedule, Scopes};
 
@@ -93,7 +96,7 @@ pub struct SyncConfig {
     /// Share of the hourly quota sync leaves unspent, for everything else.
     pub budget_reserve_percent: u32,
     /// How far before the watermark each incremental Jira query starts.
-    pub jira_overlap: Duration,
+    pub jira_overlap: TimeDelta,
     /// Issues per search page (Atlassian caps pages with fields at 100).
     pub jira_page_size: u32,
     /// Retries of one request after transient failures.
@@ -122,19 +125,19 @@ pub struct AtlassianConfig {
 #[derive(Debug, Clone)]
 pub struct TokenPolicy {
     /// Refresh an access token this long before it expires.
-    pub refresh_margin: Duration,
+    pub refresh_margin: TimeDelta,
     /// Rotate a refresh token that has been idle this long.
-    pub keepalive_after: Duration,
+    pub keepalive_after: TimeDelta,
     /// Atlassian's inactivity expiry of a refresh token (90 days).
-    pub inactivity_expiry: Duration,
+    pub inactivity_expiry: TimeDelta,
     /// Atlassian's absolute expiry of a token family (365 days).
-    pub absolute_expiry: Duration,
+    pub absolute_expiry: TimeDelta,
     /// Atlassian's reuse leeway for a rotated refresh token (10 minutes).
-    pub reuse_leeway: Duration,
+    pub reuse_leeway: TimeDelta,
     /// Warn this long before a family's absolute deadline.
-    pub reauth_warning: Duration,
+    pub reauth_warning: TimeDelta,
     /// How long a worker holds a grant while refreshing it; well under `reuse_leeway`.
-    pub lease_ttl: Duration,
+    pub lease_ttl: TimeDelta,
     /// Consecutive transient failures before a grant is shown as `degraded`.
     pub degraded_after: u32,
 }
@@ -149,6 +152,19 @@ pub struct ScheduleConfig {
     pub confluence_sync: Schedule,
 }
 
+impl ScheduleConfig {
+    /// The schedule of `job` (`schedule.<job>`).
+    pub fn of(&self, job: JobKind) -> &Schedule {
+        match job {
+            JobKind::TokenSweep => &self.token_sweep,
+            JobKind::Revalidate => &self.revalidate,
+            JobKind::JiraSync => &self.jira_sync,
+            JobKind::JiraReconcile => &self.jira_reconcile,
+            JobKind::ConfluenceSync => &self.confluence_sync,
+        }
+    }
+}
+
 /// `[http]`: the admin and consent server.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -157,7 +173,7 @@ pub struct HttpConfig {
     pub public_url: Url,
     pub admin_token: Option<SecretString>,
     /// How long an invite link stays valid.
-    pub invite_ttl: Duration,
+    pub invite_ttl: TimeDelta,
 }
 
 /// `[crypto]`: keys that seal tokens at rest and sign invite links.
@@ -533,13 +549,13 @@ mod raw {
 
             let t = self.tokens;
             let tokens = TokenPolicy {
-                refresh_margin: t.refresh_margin.parse("tokens.refresh_margin")?,
-                keepalive_after: t.keepalive_after.parse("tokens.keepalive_after")?,
-                inactivity_expiry: t.inactivity_expiry.parse("tokens.inactivity_expiry")?,
-                absolute_expiry: t.absolute_expiry.parse("tokens.absolute_expiry")?,
-                reuse_leeway: t.reuse_leeway.parse("tokens.reuse_leeway")?,
-                reauth_warning: t.reauth_warning.parse("tokens.reauth_warning")?,
-                lease_ttl: t.lease_ttl.parse("tokens.lease_ttl")?,
+                refresh_margin: t.refresh_margin.parse_span("tokens.refresh_margin")?,
+                keepalive_after: t.keepalive_after.parse_span("tokens.keepalive_after")?,
+                inactivity_expiry: t.inactivity_expiry.parse_span("tokens.inactivity_expiry")?,
+                absolute_expiry: t.absolute_expiry.parse_span("tokens.absolute_expiry")?,
+                reuse_leeway: t.reuse_leeway.parse_span("tokens.reuse_leeway")?,
+                reauth_warning: t.reauth_warning.parse_span("tokens.reauth_warning")?,
+                lease_ttl: t.lease_ttl.parse_span("tokens.lease_ttl")?,
                 degraded_after: positive(t.degraded_after, "tokens.degraded_after")?,
             };
             if tokens.keepalive_after >= tokens.inactivity_expiry {
@@ -547,7 +563,9 @@ mod raw {
                     "tokens.keepalive_after",
                     format!(
                         "must be shorter than tokens.inactivity_expiry ({}), or idle grants expire",
-                        values::format_duration(tokens.inactivity_expiry)
+                        values::format_duration(
+                            tokens.inactivity_expiry.to_std().unwrap_or_default()
+                        )
                     ),
                 ));
             }
@@ -564,7 +582,9 @@ mod raw {
                 ));
             }
 
-            if atlassian.request_timeout * 2 >= tokens.lease_ttl {
+            if TimeDelta::from_std(atlassian.request_timeout * 2).unwrap_or(TimeDelta::MAX)
+                >= tokens.lease_ttl
+            {
                 return Err(ConfigError::invalid(
                     "tokens.lease_ttl",
                     "must be more than twice atlassian.request_timeout, so an exchange always finishes inside its lease",
@@ -598,7 +618,7 @@ mod raw {
                     .admin_token
                     .map(|t| non_empty_secret(t.0, "http.admin_token"))
                     .transpose()?,
-                invite_ttl: h.invite_ttl.parse("http.invite_ttl")?,
+                invite_ttl: h.invite_ttl.parse_span("http.invite_ttl")?,
             };
 
             let key_file = self.crypto.key_file.ok_or_else(|| {
@@ -667,7 +687,7 @@ mod raw {
                         ));
                     }
                 },
-                jira_overlap: self.sync.jira_overlap.parse("sync.jira_overlap")?,
+                jira_overlap: self.sync.jira_overlap.parse_span("sync.jira_overlap")?,
                 jira_page_size: match self.sync.jira_page_size {
                     p @ 1..=5000 => p,
                     _ => {

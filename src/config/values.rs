@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::TimeDelta;
+
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -68,8 +70,19 @@ impl From<&str> for DurationValue {
 }
 
 impl DurationValue {
+    /// A timeout or interval for the runtime (`tokio`, `reqwest`).
     pub(super) fn parse(&self, key: &str) -> Result<Duration, ConfigError> {
         parse_duration(&self.0.0).map_err(|message| ConfigError::invalid(key, message))
+    }
+
+    /// A span of business time, added to instants from the clock. Bounded to a century, so
+    /// that arithmetic on instants can never overflow.
+    pub(super) fn parse_span(&self, key: &str) -> Result<TimeDelta, ConfigError> {
+        let duration = self.parse(key)?;
+        TimeDelta::from_std(duration)
+            .ok()
+            .filter(|span| *span <= TimeDelta::days(36_525))
+            .ok_or_else(|| ConfigError::invalid(key, "must be at most 100 years"))
     }
 }
 

@@ -183,8 +183,11 @@ pub async fn summary(sandbox: &Sandbox, acme: &str, globex: &str) -> anyhow::Res
     step("The reporting tables against the emulator's truth");
     let pool = &sandbox.app.pool;
     for (name, site) in [("acme", acme), ("globex", globex)] {
-        let (live, gone) =
-            crate::store::jira_issues::live_and_deleted(&mut *pool.acquire().await?, site).await?;
+        let (live, gone) = crate::store::jira_issues::live_and_deleted(
+            &mut *pool.acquire().await?,
+            &crate::domain::CloudId::new(site),
+        )
+        .await?;
         println!(
             "  {name}: jira_issues {live} live + {gone} soft-deleted; the emulator holds {} issues",
             sandbox.emulator.issues(site).len()

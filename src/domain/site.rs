@@ -5,11 +5,14 @@ use std::fmt;
 
 use std::str::FromStr;
 
+use serde::Serialize;
+
 use super::CloudId;
 
 /// The product a site entry is for. Atlassian lists a site once per product with the same
 /// id, and only the scopes tell which product an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Product {
     Jira,
     Confluence,
@@ -59,7 +62,7 @@ impl Product {
 /// A site as atlassync keys it: (cloud id, product).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
-    pub cloud_id: String,
+    pub cloud_id: CloudId,
     pub product: Product,
     pub name: String,
     pub url: String,

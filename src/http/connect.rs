@@ -187,7 +187,13 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
             let sites: String = connected
                 .sites
                 .iter()
-                .map(|s| format!("<li>{} ({})</li>", escape(&s.name), escape(&s.product)))
+                .map(|s| {
+                    format!(
+                        "<li>{} ({})</li>",
+                        escape(&s.name),
+                        escape(s.product.as_str())
+                    )
+                })
                 .collect();
             let verb = if connected.renewed {
                 "renewed"

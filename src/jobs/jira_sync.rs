@@ -13,9 +13,8 @@ use chrono_tz::Tz;
 
 use crate::app::App;
 use crate::atlassian::jira::{self, SYNC_FIELDS};
-use crate::domain::IssueRow;
+use crate::domain::{CloudId, IssueRow};
 use crate::pacing::{CallError, SiteSession};
-use crate::store::delta;
 use crate::store::sync_runs::RunTotals;
 use crate::store::synced_sites::SyncedSite;
 use crate::store::{jira_issues, synced_sites};
@@ -48,7 +47,7 @@ pub async fn incremental(
     let jql = incremental_jql(
         app.config.jira.jql.as_deref(),
         watermark,
-        delta(app.config.sync.jira_overlap) + margin,
+        app.config.sync.jira_overlap + margin,
         zone,
     );
     tracing::debug!(site.cloud_id = %site.cloud_id, %jql, "incremental search");
@@ -125,7 +124,7 @@ struct Batch {
 
 async fn commit_page(
     app: &App,
-    cloud_id: &str,
+    cloud_id: &CloudId,
     rows: &[IssueRow],
     watermark: DateTime<Utc>,
 ) -> Result<u64, CallError> {

@@ -162,25 +162,25 @@ pub async fn apply_sites(
             "{} ({}) is no longer accessible to this grant: access was revoked or the site was removed; its sync has stopped",
             site.name, site.product
         );
-        let key = (site.cloud_id.as_str(), site.product.as_str());
+        let key = site.key();
         alerts::raise(
             conn,
             app,
             grant,
-            alerts::Condition::new(AlertKind::SiteRevoked, &reason, now).at_site(key.0, key.1),
+            alerts::Condition::new(AlertKind::SiteRevoked, &reason, now).at_site(&key),
         )
         .await?;
         // A revoked site's scope problem is moot.
-        alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(key)).await?;
+        alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(&key)).await?;
     }
     for site in &changes.appeared {
-        let key = (site.cloud_id.as_str(), site.product.as_str());
-        alerts::clear(conn, app, grant, AlertKind::SiteRevoked, Some(key)).await?;
+        let key = site.key();
+        alerts::clear(conn, app, grant, AlertKind::SiteRevoked, Some(&key)).await?;
     }
     for site in &changes.active {
-        let key = (site.cloud_id.as_str(), site.product.as_str());
+        let key = site.key();
         if site.missing_scopes.is_empty() && site.scope_error.is_none() {
-            alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(key)).await?;
+            alerts::clear(conn, app, grant, AlertKind::ScopesMissing, Some(&key)).await?;
         } else if site.missing_scopes.is_empty() {
             // A scope error seen by a sync stands until the scope list changes.
             applied.missing_scopes += 1;
@@ -196,8 +196,7 @@ pub async fn apply_sites(
                 conn,
                 app,
                 grant,
-                alerts::Condition::new(AlertKind::ScopesMissing, &reason, now)
-                    .at_site(key.0, key.1),
+                alerts::Condition::new(AlertKind::ScopesMissing, &reason, now).at_site(&key),
             )
             .await?;
         }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{confluence_sync, jira_reconcile, jira_sync};
 use crate::app::App;
 use crate::atlassian::ApiError;
-use crate::domain::SyncKind;
+use crate::domain::{GrantId, SyncKind};
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::pacing::{CallError, SiteSession, Throttles};
 use crate::store::sync_runs::RunTotals;
@@ -104,7 +104,7 @@ impl Syncer {
         Ok(())
     }
 
-    async fn revalidate(&self, grant_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    async fn revalidate(&self, grant_id: GrantId) -> Result<(), sqlx::Error> {
         let grant = {
             let mut conn = self.app.pool.acquire().await?;
             crate::store::grants::get_grant(&mut conn, grant_id).await?
@@ -155,7 +155,7 @@ impl Syncer {
                 self.elect().await?;
                 let mut conn = self.app.pool.acquire().await?;
                 let reloaded =
-                    synced_sites::get_site(&mut conn, &site.cloud_id, &site.product).await?;
+                    synced_sites::get_site(&mut conn, &site.cloud_id, site.product).await?;
                 match reloaded {
                     Some(next)
                         if next.elected_grant_id.is_some()
@@ -176,21 +176,19 @@ impl Syncer {
         &self,
         kind: SyncKind,
         site: &SyncedSite,
-        grant_id: uuid::Uuid,
+        grant_id: GrantId,
     ) -> Result<(Outcome, RunTotals, Option<CallError>), sqlx::Error> {
         let started = Instant::now();
         let run_id = {
             let mut conn = self.app.pool.acquire().await?;
             sync_runs::start_run(&mut conn, site, kind, grant_id, self.app.clock.now()).await?
         };
-        let product = kind.product();
         let mut session = SiteSession::new(
             &self.app,
             &self.refresher,
             &self.throttles,
             grant_id,
-            product,
-            &site.cloud_id,
+            site.key(),
         );
         let mut totals = RunTotals::default();
         let result = match kind {
@@ -229,7 +227,7 @@ impl Syncer {
         )
         .await?;
         if outcome == Outcome::Ok {
-            synced_sites::mark_site_synced(&mut conn, &site.cloud_id, &site.product, kind, now)
+            synced_sites::mark_site_synced(&mut conn, &site.cloud_id, site.product, kind, now)
                 .await?;
         }
         tracing::info!(

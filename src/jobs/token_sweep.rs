@@ -8,7 +8,6 @@ use crate::app::App;
 use crate::domain::GrantStatus;
 use crate::lifecycle::{RefreshOutcome, Refresher};
 use crate::store::alerts::AlertKind;
-use crate::store::delta;
 use crate::store::grants;
 
 /// How many exchanges run at once, and so how many grants one claim takes: a claimed grant
@@ -40,7 +39,7 @@ pub async fn run_once(
         let mut conn = app.pool.acquire().await?;
         crate::store::oauth_states::purge_expired_states(&mut conn, app.clock.now()).await?;
     }
-    let lease_ttl = delta(app.config.tokens.lease_ttl);
+    let lease_ttl = app.config.tokens.lease_ttl;
     while !stop.is_cancelled() {
         let now = app.clock.now();
         let claimed = {
@@ -81,7 +80,7 @@ pub async fn run_once(
 /// now names the real cause).
 async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result<(), sqlx::Error> {
     let now = app.clock.now();
-    let warning = delta(app.config.tokens.reauth_warning);
+    let warning = app.config.tokens.reauth_warning;
     let mut conn = app.pool.acquire().await?;
     for grant in grants::grants_nearing_family_deadline(&mut conn, now, warning).await? {
         let reason = format!(

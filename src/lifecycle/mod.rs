@@ -10,7 +10,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 
 use crate::config::TokenPolicy;
-use crate::store::delta;
 pub use refresher::{Failpoints, RefreshOutcome, Refresher, TokenUnavailable};
 
 /// When a grant whose refresh token rotated at `rotated_at` is next due for a keep-alive
@@ -18,8 +17,8 @@ pub use refresher::{Failpoints, RefreshOutcome, Refresher, TokenUnavailable};
 /// all come due in the same minute. The jitter never eats more than half of the margin left
 /// before the inactivity expiry.
 pub fn keepalive_due(policy: &TokenPolicy, rotated_at: DateTime<Utc>) -> DateTime<Utc> {
-    let keepalive = delta(policy.keepalive_after);
-    let slack = delta(policy.inactivity_expiry) - keepalive;
+    let keepalive = policy.keepalive_after;
+    let slack = policy.inactivity_expiry - keepalive;
     let spread = (keepalive / 10).min(slack / 2).max(TimeDelta::zero());
     let jitter_ms = match spread.num_milliseconds() {
         ms if ms > 0 => rand::rng().random_range(0..ms),
@@ -30,8 +29,8 @@ pub fn keepalive_due(policy: &TokenPolicy, rotated_at: DateTime<Utc>) -> DateTim
 
 /// The delay before retry number `streak` (1-based) of a failed refresh: exponential with
 /// jitter from 15 s to 15 min.
-pub fn retry_delay(streak: u32) -> Duration {
-    backon::ExponentialBuilder::default()
+pub fn retry_delay(streak: u32) -> TimeDelta {
+    let delay = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs(15))
         .with_max_delay(Duration::from_secs(15 * 60))
         .with_factor(2.0)
@@ -39,7 +38,8 @@ pub fn retry_delay(streak: u32) -> Duration {
         .without_max_times()
         .build()
         .nth(streak.saturating_sub(1) as usize)
-        .unwrap_or(Duration::from_secs(15 * 60))
+        .unwrap_or(Duration::from_secs(15 * 60));
+    TimeDelta::from_std(delay).unwrap_or(TimeDelta::minutes(15))
 }
 
 #[cfg(test)]
@@ -48,13 +48,13 @@ mod tests {
 
     fn policy() -> TokenPolicy {
         TokenPolicy {
-            refresh_margin: Duration::from_secs(300),
-            keepalive_after: Duration::from_secs(30 * 86_400),
-            inactivity_expiry: Duration::from_secs(90 * 86_400),
-            absolute_expiry: Duration::from_secs(365 * 86_400),
-            reuse_leeway: Duration::from_secs(600),
-            reauth_warning: Duration::from_secs(14 * 86_400),
-            lease_ttl: Duration::from_secs(120),
+            refresh_margin: TimeDelta::minutes(5),
+            keepalive_after: TimeDelta::days(30),
+            inactivity_expiry: TimeDelta::days(90),
+            absolute_expiry: TimeDelta::days(365),
+            reuse_leeway: TimeDelta::minutes(10),
+            reauth_warning: TimeDelta::days(14),
+            lease_ttl: TimeDelta::minutes(2),
             degraded_after: 3,
         }
     }
@@ -76,8 +76,8 @@ mod tests {
 
     #[test]
     fn retry_delays_grow_and_stay_bounded() {
-        assert!(retry_delay(1) <= Duration::from_secs(30));
-        assert!(retry_delay(30) <= Duration::from_secs(30 * 60));
-        assert!(retry_delay(30) >= Duration::from_secs(15 * 60));
+        assert!(retry_delay(1) <= TimeDelta::seconds(30));
+        assert!(retry_delay(30) <= TimeDelta::minutes(30));
+        assert!(retry_delay(30) >= TimeDelta::minutes(15));
     }
 }

@@ -14,21 +14,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{keepalive_due, retry_delay};
 use crate::alerts;
 use crate::app::App;
-use crate::domain::AccessToken;
 use crate::domain::GrantStatus;
+use crate::domain::{AccessToken, GrantId};
 use crate::oauth::TokenError;
 use crate::store::alerts::AlertKind;
-use crate::store::delta;
 use crate::store::grants::{self, Grant, Lease, Rotation};
 
 /// No retry waits longer than this, whatever a server's `Retry-After` says.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+const MAX_RETRY_DELAY: TimeDelta = TimeDelta::hours(1);
 
 /// Deliberate crash points, for proving recovery. Off in production.
 #[derive(Debug, Default, Clone)]
@@ -57,7 +55,7 @@ pub enum RefreshOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenUnavailable {
     #[error("grant {0} does not exist")]
-    UnknownGrant(Uuid),
+    UnknownGrant(GrantId),
     #[error("grant needs a new consent: {0}")]
     NeedsReauth(String),
     #[error("grant is disabled")]
@@ -77,7 +75,7 @@ pub enum TokenUnavailable {
 pub struct Refresher {
     app: App,
     holder: String,
-    in_flight: Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
+    in_flight: Arc<Mutex<HashMap<GrantId, Arc<tokio::sync::Mutex<()>>>>>,
     failpoints: Failpoints,
 }
 
@@ -103,7 +101,7 @@ impl Refresher {
         &self.holder
     }
 
-    fn guard_for(&self, grant_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+    fn guard_for(&self, grant_id: GrantId) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         // Forget guards nobody holds, so the map does not grow with every grant ever seen.
         if map.len() > 1024 {
@@ -121,7 +119,7 @@ impl Refresher {
 
     /// A usable access token for `grant_id`, refreshed first when it expires within
     /// `tokens.refresh_margin` (keep warm for work that is about to run).
-    pub async fn access_token(&self, grant_id: Uuid) -> Result<AccessToken, TokenUnavailable> {
+    pub async fn access_token(&self, grant_id: GrantId) -> Result<AccessToken, TokenUnavailable> {
         self.obtain(grant_id, None).await
     }
 
@@ -129,7 +127,7 @@ impl Refresher {
     /// replaced `failed`, in which case the newer one is returned without another exchange.
     pub async fn access_token_after_unauthorized(
         &self,
-        grant_id: Uuid,
+        grant_id: GrantId,
         failed: &AccessToken,
     ) -> Result<AccessToken, TokenUnavailable> {
         self.obtain(grant_id, Some(failed)).await
@@ -137,13 +135,20 @@ impl Refresher {
 
     async fn obtain(
         &self,
-        grant_id: Uuid,
+        grant_id: GrantId,
         failed: Option<&AccessToken>,
     ) -> Result<AccessToken, TokenUnavailable> {
         let keyring = self.app.keyring();
-        let margin = delta(self.app.config.tokens.refresh_margin);
+        let margin = self.app.config.tokens.refresh_margin;
         // Another process holds the lease for at most lease_ttl; wait that long, in real time.
-        let patience = self.app.config.tokens.lease_ttl + Duration::from_secs(5);
+        let patience = self
+            .app
+            .config
+            .tokens
+            .lease_ttl
+            .to_std()
+            .unwrap_or_default()
+            + Duration::from_secs(5);
         let started = tokio::time::Instant::now();
         loop {
             let guard = self.guard_for(grant_id);
@@ -210,7 +215,7 @@ impl Refresher {
     }
 
     fn lease_ttl(&self) -> chrono::TimeDelta {
-        delta(self.app.config.tokens.lease_ttl)
+        self.app.config.tokens.lease_ttl
     }
 
     /// One exchange under a lease this process holds. Callers hold the in-process guard.
@@ -247,17 +252,11 @@ impl Refresher {
                 let policy = &self.app.config.tokens;
                 let keyring = self.app.keyring();
                 let (refresh_idle_deadline, next_refresh_at) = match set.refresh_token {
-                    Some(_) => (
-                        now + delta(policy.inactivity_expiry),
-                        keepalive_due(policy, now),
-                    ),
+                    Some(_) => (now + policy.inactivity_expiry, keepalive_due(policy, now)),
                     // No new refresh token: the old one stays current and its idle clock is not
                     // known to restart; confirm soon (inside the leeway, in case Atlassian did
                     // retire it) rather than trusting it for another month.
-                    None => (
-                        grant.refresh_idle_deadline,
-                        now + delta(policy.reuse_leeway / 4),
-                    ),
+                    None => (grant.refresh_idle_deadline, now + policy.reuse_leeway / 4),
                 };
                 let rotation = Rotation {
                     refresh_token: set
@@ -266,7 +265,7 @@ impl Refresher {
                         .map(|t| grants::seal_refresh_token(keyring, grant.id, t)),
                     access_token: grants::seal_access_token(keyring, grant.id, &set.access_token),
                     // An absurd lifetime from the server must not overflow the arithmetic.
-                    access_expires_at: now + delta(set.expires_in.min(Duration::from_secs(86_400))),
+                    access_expires_at: now + set.expires_in.min(TimeDelta::days(1)),
                     scopes: set.scopes.clone(),
                     rotated_at: now,
                     refresh_idle_deadline,
@@ -358,14 +357,16 @@ impl Refresher {
         // interrupted, and nothing has been persisted since): every retry must land inside
         // the reuse leeway counted from that first attempt, whatever this failure was.
         let pending = interrupted || grant.refresh_started_at.is_some();
-        let mut delay = retry_after.unwrap_or_else(|| retry_delay(streak));
+        let mut delay = retry_after
+            .and_then(|wait| TimeDelta::from_std(wait).ok())
+            .unwrap_or_else(|| retry_delay(streak));
         delay = delay.min(MAX_RETRY_DELAY);
         if pending {
             delay = delay.min(policy.reuse_leeway / 4);
         }
-        let mut next_refresh_at: DateTime<Utc> = now + delta(delay);
+        let mut next_refresh_at: DateTime<Utc> = now + delay;
         if let Some(first) = grant.refresh_started_at.filter(|_| pending) {
-            let last_safe = first + delta(policy.reuse_leeway / 2);
+            let last_safe = first + policy.reuse_leeway / 2;
             next_refresh_at =
                 next_refresh_at.min(last_safe.max(now + chrono::TimeDelta::seconds(5)));
         }
@@ -395,7 +396,7 @@ impl Refresher {
             .await?;
         }
         tx.commit().await?;
-        tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, streak, retry_in_s = delay.as_secs(), error = %error, "token refresh failed; will retry");
+        tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, streak, retry_in_s = delay.num_seconds(), error = %error, "token refresh failed; will retry");
         Ok(RefreshOutcome::Retrying { streak, error })
     }
 }

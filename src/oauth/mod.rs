@@ -16,7 +16,7 @@ pub struct TokenSet {
     pub access_token: AccessToken,
     /// Absent when Atlassian did not rotate (observed occasionally): keep the old one.
     pub refresh_token: Option<RefreshToken>,
-    pub expires_in: Duration,
+    pub expires_in: chrono::TimeDelta,
     pub scopes: Vec<String>,
 }
 
@@ -181,7 +181,10 @@ impl TokenClient {
                     .refresh_token
                     .filter(|t| !t.is_empty())
                     .map(RefreshToken::new),
-                expires_in: Duration::from_secs(parsed.expires_in.unwrap_or(3600)),
+                expires_in: chrono::TimeDelta::try_seconds(
+                    i64::try_from(parsed.expires_in.unwrap_or(3600)).unwrap_or(i64::MAX),
+                )
+                .unwrap_or(chrono::TimeDelta::days(1)),
                 scopes: parsed
                     .scope
                     .unwrap_or_default()

@@ -13,11 +13,10 @@ use backon::BackoffBuilder;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::app::App;
 use crate::atlassian::{ApiError, ProductCall};
-use crate::domain::{AccessToken, Product};
+use crate::domain::{AccessToken, CloudId, GrantId, SiteKey};
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::store::{api_budget, synced_sites};
 
@@ -47,16 +46,16 @@ const LONGEST_QUOTA_WAIT: Duration = Duration::from_secs(2 * 3600);
 /// Shared by every session so that one endpoint's slowdown is honoured by all workers.
 #[derive(Debug, Default, Clone)]
 pub struct Throttles {
-    not_before: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    not_before: Arc<Mutex<HashMap<(CloudId, String), Instant>>>,
 }
 
 impl Throttles {
-    fn wait_until(&self, key: &(String, String)) -> Option<Instant> {
+    fn wait_until(&self, key: &(CloudId, String)) -> Option<Instant> {
         let map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key).copied().filter(|at| *at > Instant::now())
     }
 
-    fn hold(&self, key: (String, String), until: Instant) {
+    fn hold(&self, key: (CloudId, String), until: Instant) {
         let mut map = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, at| *at > Instant::now());
         let entry = map.entry(key).or_insert(until);
@@ -70,9 +69,8 @@ pub struct SiteSession<'a> {
     app: &'a App,
     refresher: &'a Refresher,
     throttles: &'a Throttles,
-    grant_id: Uuid,
-    product: Product,
-    cloud_id: String,
+    grant_id: GrantId,
+    site: SiteKey,
     token: Option<AccessToken>,
     /// Requests sent, including retries.
     pub requests: i64,
@@ -88,22 +86,20 @@ pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl<'a> SiteSession<'a> {
-    /// A session for `product` of `cloud_id` through `grant_id`.
+    /// A session for `site` through `grant_id`.
     pub fn new(
         app: &'a App,
         refresher: &'a Refresher,
         throttles: &'a Throttles,
-        grant_id: Uuid,
-        product: Product,
-        cloud_id: &str,
+        grant_id: GrantId,
+        site: SiteKey,
     ) -> Self {
         Self {
             app,
             refresher,
             throttles,
             grant_id,
-            product,
-            cloud_id: cloud_id.to_owned(),
+            site,
             token: None,
             requests: 0,
             points: 0,
@@ -117,11 +113,16 @@ impl<'a> SiteSession<'a> {
         &mut self,
         call: ProductCall<T>,
     ) -> Result<T, CallError> {
-        debug_assert_eq!(call.product, self.product, "a session calls one product");
+        debug_assert_eq!(
+            call.product, self.site.product,
+            "a session calls one product"
+        );
         let most_points = call.most_points();
         let path = call.path;
-        let cloud_id = crate::domain::CloudId::new(self.cloud_id.clone());
-        let endpoint = (self.cloud_id.clone(), format!("{} {path}", call.method));
+        let endpoint = (
+            self.site.cloud_id.clone(),
+            format!("{} {path}", call.method),
+        );
         let max_retries = self.app.config.sync.max_retries;
         let mut backoff = backoff();
         let mut failures = 0u32;
@@ -140,7 +141,7 @@ impl<'a> SiteSession<'a> {
                 }
             };
             self.requests += 1;
-            let error = match self.app.api.send(&cloud_id, &token, &call).await {
+            let error = match self.app.api.send(&self.site.cloud_id, &token, &call).await {
                 Ok(response) => {
                     self.spend(1 + (call.objects)(&response.value) as i64)
                         .await?;
@@ -173,12 +174,15 @@ impl<'a> SiteSession<'a> {
                 {
                     let now = self.app.clock.now();
                     let until = match retry_after {
-                        Some(wait) => now + crate::store::delta(wait.min(LONGEST_QUOTA_WAIT)),
+                        Some(wait) => {
+                            now + TimeDelta::from_std(wait.min(LONGEST_QUOTA_WAIT))
+                                .unwrap_or(TimeDelta::hours(2))
+                        }
                         None => hour_start(now) + TimeDelta::hours(1),
                     };
                     let mut conn = self.app.pool.acquire().await?;
                     api_budget::pause_app(&mut conn, hour_start(now), until).await?;
-                    tracing::warn!(site.cloud_id = %self.cloud_id, %reason, %until, "quota exhausted: pausing all requests");
+                    tracing::warn!(site.cloud_id = %self.site.cloud_id, %reason, %until, "quota exhausted: pausing all requests");
                     return Err(CallError::QuotaPaused { until });
                 }
                 ApiError::RateLimited {
@@ -190,13 +194,13 @@ impl<'a> SiteSession<'a> {
                     let wait = retry_after
                         .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)))
                         .min(LONGEST_BURST_WAIT);
-                    tracing::info!(site.cloud_id = %self.cloud_id, endpoint = %endpoint.1, %reason, wait_ms = wait.as_millis() as u64, "rate limited: slowing this endpoint");
+                    tracing::info!(site.cloud_id = %self.site.cloud_id, endpoint = %endpoint.1, %reason, wait_ms = wait.as_millis() as u64, "rate limited: slowing this endpoint");
                     self.throttles.hold(endpoint.clone(), Instant::now() + wait);
                 }
                 ApiError::Transient(message) if failures < max_retries => {
                     failures += 1;
                     let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                    tracing::info!(site.cloud_id = %self.cloud_id, endpoint = %endpoint.1, error = %message, wait_ms = wait.as_millis() as u64, "transient failure: retrying");
+                    tracing::info!(site.cloud_id = %self.site.cloud_id, endpoint = %endpoint.1, error = %message, wait_ms = wait.as_millis() as u64, "transient failure: retrying");
                     tokio::time::sleep(wait).await;
                 }
                 other => return Err(other.into()),
@@ -219,16 +223,15 @@ impl<'a> SiteSession<'a> {
         synced_sites::record_scope_error(
             &mut tx,
             self.grant_id,
-            &self.cloud_id,
-            self.product.as_str(),
+            &self.site.cloud_id,
+            self.site.product,
             &detail,
         )
         .await?;
         if let Some(grant) = crate::store::grants::get_grant(&mut tx, self.grant_id).await? {
             let reason = format!(
                 "Atlassian refused this grant's token for {} on site {}: {detail}; the user must consent again with the full scope list",
-                self.product.as_str(),
-                self.cloud_id
+                self.site.product, self.site.cloud_id
             );
             crate::alerts::raise(
                 &mut tx,
@@ -239,7 +242,7 @@ impl<'a> SiteSession<'a> {
                     &reason,
                     self.app.clock.now(),
                 )
-                .at_site(&self.cloud_id, self.product.as_str()),
+                .at_site(&self.site),
             )
             .await?;
         }

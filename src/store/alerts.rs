@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
+
+use crate::domain::{AccountId, GrantId, SiteKey};
 
 /// What an alert is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,11 +35,11 @@ impl AlertKind {
 #[derive(Debug, Clone)]
 pub struct NewAlert {
     pub kind: AlertKind,
-    pub grant_id: Uuid,
-    pub account_id: Option<String>,
+    pub grant_id: GrantId,
+    pub account_id: Option<AccountId>,
     pub label: String,
-    /// For site alerts: the (cloud id, product).
-    pub site: Option<(String, String)>,
+    /// For site alerts: which site.
+    pub site: Option<SiteKey>,
     pub reason: String,
     pub since: DateTime<Utc>,
     pub deadline: Option<DateTime<Utc>>,
@@ -53,9 +54,11 @@ impl NewAlert {
 }
 
 /// The dedupe key of a condition.
-pub fn dedupe_key(kind: AlertKind, grant_id: Uuid, site: Option<&(String, String)>) -> String {
+pub fn dedupe_key(kind: AlertKind, grant_id: GrantId, site: Option<&SiteKey>) -> String {
     match site {
-        Some((cloud_id, product)) => format!("{}:{grant_id}:{cloud_id}:{product}", kind.as_str()),
+        Some(SiteKey { cloud_id, product }) => {
+            format!("{}:{grant_id}:{cloud_id}:{product}", kind.as_str())
+        }
         None => format!("{}:{grant_id}", kind.as_str()),
     }
 }
@@ -68,7 +71,7 @@ pub async fn open_alert(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let (cloud_id, product) = match &alert.site {
-        Some((c, p)) => (Some(c.as_str()), Some(p.as_str())),
+        Some(site) => (Some(&site.cloud_id), Some(site.product)),
         None => (None, None),
     };
     let inserted = sqlx::query(
@@ -113,7 +116,7 @@ pub async fn resolve_alert(
 /// Resolves every open alert of a grant of the given kinds (a new consent clears them).
 pub async fn resolve_grant_alerts(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     kinds: &[AlertKind],
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
@@ -135,8 +138,8 @@ pub async fn resolve_grant_alerts(
 pub struct StoredAlert {
     pub id: i64,
     pub kind: String,
-    pub grant_id: Uuid,
-    pub account_id: Option<String>,
+    pub grant_id: GrantId,
+    pub account_id: Option<AccountId>,
     pub label: String,
     pub cloud_id: Option<String>,
     pub product: Option<String>,

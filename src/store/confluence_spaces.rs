@@ -3,13 +3,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::domain::SpaceRow;
+use crate::domain::{CloudId, SpaceRow};
 
 /// Upserts every listed space and, when the listing is `complete`, soft-deletes the ones
 /// not listed. Returns (upserted, deleted).
 pub async fn replace_spaces(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
     spaces: &[SpaceRow],
     complete: bool,
     now: DateTime<Utc>,

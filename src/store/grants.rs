@@ -2,26 +2,25 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
 
 use crate::crypto::{Keyring, OpenError, Sealed};
-use crate::domain::{AccessToken, GrantStatus, RefreshToken, UnknownGrantStatus};
+use crate::domain::{AccessToken, AccountId, GrantId, GrantStatus, RefreshToken};
 
 /// The user a grant belongs to, from `/me`.
 #[derive(Debug, Clone)]
 pub struct Account {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: Option<String>,
     pub email: Option<String>,
 }
 
 /// The associated data binding a sealed token to its grant and column.
-fn context(grant_id: Uuid, column: &str) -> Vec<u8> {
+fn context(grant_id: GrantId, column: &str) -> Vec<u8> {
     format!("atlassync:grant:{grant_id}:{column}").into_bytes()
 }
 
 /// Seals a refresh token for `grant_id`'s row.
-pub fn seal_refresh_token(keyring: &Keyring, grant_id: Uuid, token: &RefreshToken) -> Sealed {
+pub fn seal_refresh_token(keyring: &Keyring, grant_id: GrantId, token: &RefreshToken) -> Sealed {
     keyring.seal(
         token.expose().as_bytes(),
         &context(grant_id, "refresh_token"),
@@ -29,7 +28,7 @@ pub fn seal_refresh_token(keyring: &Keyring, grant_id: Uuid, token: &RefreshToke
 }
 
 /// Seals an access token for `grant_id`'s row.
-pub fn seal_access_token(keyring: &Keyring, grant_id: Uuid, token: &AccessToken) -> Sealed {
+pub fn seal_access_token(keyring: &Keyring, grant_id: GrantId, token: &AccessToken) -> Sealed {
     keyring.seal(
         token.expose().as_bytes(),
         &context(grant_id, "access_token"),
@@ -39,7 +38,7 @@ pub fn seal_access_token(keyring: &Keyring, grant_id: Uuid, token: &AccessToken)
 /// A new token family's tokens and deadlines, sealed for `grant_id`.
 #[derive(Debug, Clone)]
 pub struct FamilyRecord {
-    pub grant_id: Uuid,
+    pub grant_id: GrantId,
     pub refresh_token: Sealed,
     pub access_token: Sealed,
     pub access_expires_at: DateTime<Utc>,
@@ -54,9 +53,9 @@ pub struct FamilyRecord {
 /// One grant as stored.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    pub id: Uuid,
+    pub id: GrantId,
     pub label: String,
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub account_name: Option<String>,
     pub account_email: Option<String>,
     pub status: GrantStatus,
@@ -120,12 +119,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Grant {
             account_id: row.try_get("account_id")?,
             account_name: row.try_get("account_name")?,
             account_email: row.try_get("account_email")?,
-            status: row.try_get::<&str, _>("status")?.parse().map_err(
-                |e: UnknownGrantStatus| sqlx::Error::ColumnDecode {
-                    index: "status".into(),
-                    source: e.into(),
-                },
-            )?,
+            status: row.try_get("status")?,
             status_reason: row.try_get("status_reason")?,
             status_since: row.try_get("status_since")?,
             scopes: row.try_get("scopes")?,
@@ -157,8 +151,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Grant {
 /// Locks and returns the id of the grant of `account_id`, if there is one.
 pub async fn lock_grant_of_account(
     conn: &mut PgConnection,
-    account_id: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
+    account_id: &AccountId,
+) -> Result<Option<GrantId>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM grants WHERE account_id = $1 FOR UPDATE")
         .bind(account_id)
         .fetch_optional(conn)
@@ -249,7 +243,7 @@ pub async fn renew_grant(
 /// Records who an imported grant belongs to.
 pub async fn set_account(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     account: &Account,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
@@ -268,7 +262,7 @@ pub async fn set_account(
 }
 
 /// Deletes a grant (and, by cascade, its sites and alerts).
-pub async fn delete_grant(conn: &mut PgConnection, grant_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn delete_grant(conn: &mut PgConnection, grant_id: GrantId) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM grants WHERE id = $1")
         .bind(grant_id)
         .execute(conn)
@@ -279,7 +273,7 @@ pub async fn delete_grant(conn: &mut PgConnection, grant_id: Uuid) -> Result<(),
 /// One grant.
 pub async fn get_grant(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
 ) -> Result<Option<Grant>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM grants WHERE id = $1")
         .bind(grant_id)
@@ -351,7 +345,7 @@ pub async fn claim_due_grants(
 /// Leases one grant if nobody else holds it; `None` when it is leased elsewhere.
 pub async fn lease_grant(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     now: DateTime<Utc>,
     holder: &str,
     lease_ttl: chrono::TimeDelta,
@@ -377,7 +371,7 @@ pub async fn lease_grant(
 /// reuse leeway.
 pub async fn mark_refresh_started(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     lease: &Lease,
     now: DateTime<Utc>,
     retry_at: DateTime<Utc>,
@@ -415,7 +409,7 @@ pub struct Rotation {
 /// worker owns the grant now; the result must be discarded unused).
 pub async fn persist_rotation(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     lease: &Lease,
     presented_version: i64,
     rotation: &Rotation,
@@ -465,7 +459,7 @@ pub async fn persist_rotation(
 /// new failure streak, or `None` when the lease was lost.
 pub async fn record_transient_failure(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     lease: &Lease,
     error: &str,
     next_refresh_at: DateTime<Utc>,
@@ -495,7 +489,7 @@ pub async fn record_transient_failure(
 /// status changed (the caller raises alerts on transitions only).
 pub async fn set_status(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     status: GrantStatus,
     reason: &str,
     now: DateTime<Utc>,
@@ -520,7 +514,7 @@ pub async fn set_status(
 /// longer held (then nothing else may be written under it).
 pub async fn release_lease_fenced(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     lease: &Lease,
 ) -> Result<bool, sqlx::Error> {
     let released = sqlx::query(
@@ -594,7 +588,7 @@ pub async fn claim_revalidations(
 /// Records a completed revalidation.
 pub async fn mark_revalidated(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE grants SET last_revalidated_at = $2 WHERE id = $1")
@@ -609,7 +603,7 @@ pub async fn mark_revalidated(
 /// family began (`None` when the grant is gone): a renewal changes it.
 pub async fn lock_family_start(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar("SELECT family_started_at FROM grants WHERE id = $1 FOR UPDATE")
         .bind(grant_id)
@@ -618,7 +612,10 @@ pub async fn lock_family_start(
 }
 
 /// The ids of the grants labelled `label` (labels are not unique).
-pub async fn ids_labelled(conn: &mut PgConnection, label: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn ids_labelled(
+    conn: &mut PgConnection,
+    label: &str,
+) -> Result<Vec<GrantId>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM grants WHERE label = $1")
         .bind(label)
         .fetch_all(conn)

@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::domain::IssueRow;
+use crate::domain::{CloudId, IssueRow};
 
 /// Upserts a page of issues in one statement. An older copy never overwrites a newer one
 /// (overlapping windows fetch some issues twice), and an issue seen again is not deleted.
 pub async fn upsert_issues(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
     issues: &[IssueRow],
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
@@ -61,7 +61,7 @@ pub async fn upsert_issues(
 /// Ids of a site's issues that are not marked deleted.
 pub async fn live_issue_ids(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT issue_id FROM jira_issues WHERE cloud_id = $1 AND deleted_at IS NULL",
@@ -75,7 +75,7 @@ pub async fn live_issue_ids(
 /// were written after the enumeration that missed them began.
 pub async fn mark_issues_deleted(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
     ids: &[String],
     seen_before: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -96,7 +96,7 @@ pub async fn mark_issues_deleted(
 /// Clears `deleted_at` for issues that are back. Returns how many came back.
 pub async fn restore_issues(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
     ids: &[String],
 ) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
@@ -111,7 +111,7 @@ pub async fn restore_issues(
 }
 
 /// How many rows a site has, deleted ones included.
-pub async fn count_issues(conn: &mut PgConnection, cloud_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn count_issues(conn: &mut PgConnection, cloud_id: &CloudId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM jira_issues WHERE cloud_id = $1")
         .bind(cloud_id)
         .fetch_one(conn)
@@ -121,7 +121,7 @@ pub async fn count_issues(conn: &mut PgConnection, cloud_id: &str) -> Result<i64
 /// A site's rows as (live, soft-deleted).
 pub async fn live_and_deleted(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
 ) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL)

@@ -52,13 +52,6 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-/// A configured duration as business time (saturating: durations are validated upstream).
-pub fn delta(duration: Duration) -> chrono::TimeDelta {
-    // Clamped far below TimeDelta::MAX, so adding it to an instant can never overflow.
-    const CEILING: chrono::TimeDelta = chrono::TimeDelta::days(365 * 100);
-    chrono::TimeDelta::from_std(duration).map_or(CEILING, |d| d.min(CEILING))
-}
-
 /// Checks that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(drop)

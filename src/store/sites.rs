@@ -3,16 +3,15 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
-use crate::domain::Site;
+use crate::domain::{CloudId, GrantId, Product, Site, SiteKey};
 
 /// A site as stored for one grant.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct StoredSite {
-    pub grant_id: Uuid,
-    pub cloud_id: String,
-    pub product: String,
+    pub grant_id: GrantId,
+    pub cloud_id: CloudId,
+    pub product: Product,
     pub name: String,
     pub url: String,
     pub scopes: Vec<String>,
@@ -20,6 +19,16 @@ pub struct StoredSite {
     pub status: String,
     pub scope_error: Option<String>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl StoredSite {
+    /// The site's key.
+    pub fn key(&self) -> SiteKey {
+        SiteKey {
+            cloud_id: self.cloud_id.clone(),
+            product: self.product,
+        }
+    }
 }
 
 /// What changed when a grant's sites were replaced by a fresh accessible-resources answer.
@@ -38,7 +47,7 @@ pub struct SiteChanges {
 /// revoked. `required` gives the scopes each product needs.
 pub async fn replace_sites(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
     sites: &[Site],
     required: impl Fn(&Site) -> Vec<String>,
     now: DateTime<Utc>,
@@ -91,7 +100,7 @@ pub async fn replace_sites(
     for old in before.into_iter().filter(|b| b.status == "active") {
         let still_listed = sites
             .iter()
-            .any(|s| s.cloud_id == old.cloud_id && s.product.as_str() == old.product);
+            .any(|s| s.cloud_id == old.cloud_id && s.product == old.product);
         if still_listed {
             continue;
         }
@@ -102,7 +111,7 @@ pub async fn replace_sites(
         )
         .bind(grant_id)
         .bind(&old.cloud_id)
-        .bind(&old.product)
+        .bind(old.product)
         .bind(now)
         .fetch_one(&mut *conn)
         .await?;
@@ -114,7 +123,7 @@ pub async fn replace_sites(
 /// The sites of one grant, active first.
 pub async fn sites_of_grant(
     conn: &mut PgConnection,
-    grant_id: Uuid,
+    grant_id: GrantId,
 ) -> Result<Vec<StoredSite>, sqlx::Error> {
     sqlx::query_as(
         "SELECT grant_id, cloud_id, product, name, url, scopes, missing_scopes, status, scope_error, revoked_at

@@ -2,10 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::synced_sites::SyncedSite;
-use crate::domain::SyncKind;
+use crate::domain::{GrantId, SyncKind};
 
 /// Counters of one run, written when it ends.
 #[derive(Debug, Default, Clone)]
@@ -24,7 +23,7 @@ pub async fn start_run(
     conn: &mut PgConnection,
     site: &SyncedSite,
     kind: SyncKind,
-    grant_id: Uuid,
+    grant_id: GrantId,
     now: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
@@ -32,7 +31,7 @@ pub async fn start_run(
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(&site.cloud_id)
-    .bind(&site.product)
+    .bind(site.product)
     .bind(kind.as_str())
     .bind(grant_id)
     .bind(now)

@@ -3,20 +3,29 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
-use crate::domain::SyncKind;
+use crate::domain::{CloudId, GrantId, Product, SiteKey, SyncKind};
 
 /// A site as the sync sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SyncedSite {
-    pub cloud_id: String,
-    pub product: String,
+    pub cloud_id: CloudId,
+    pub product: Product,
     pub name: String,
     pub url: String,
-    pub elected_grant_id: Option<Uuid>,
-    pub pinned_grant_id: Option<Uuid>,
+    pub elected_grant_id: Option<GrantId>,
+    pub pinned_grant_id: Option<GrantId>,
     pub jira_watermark: Option<DateTime<Utc>>,
+}
+
+impl SyncedSite {
+    /// The site's key.
+    pub fn key(&self) -> SiteKey {
+        SiteKey {
+            cloud_id: self.cloud_id.clone(),
+            product: self.product,
+        }
+    }
 }
 
 /// Re-elects the grant of every site: the pinned grant while it is healthy, else the current
@@ -26,7 +35,7 @@ pub struct SyncedSite {
 pub async fn elect_grants(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
-) -> Result<Vec<(String, String, Option<Uuid>, Option<Uuid>)>, sqlx::Error> {
+) -> Result<Vec<(CloudId, Product, Option<GrantId>, Option<GrantId>)>, sqlx::Error> {
     // Replicas electing at the same tick take turns instead of deadlocking on row order.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('atlassync.elect_grants'))")
         .execute(&mut *conn)
@@ -76,9 +85,9 @@ pub async fn elect_grants(
 /// Pins `grant_id` (or clears the pin with `None`) for a site.
 pub async fn pin_grant(
     conn: &mut PgConnection,
-    cloud_id: &str,
-    product: &str,
-    grant_id: Option<Uuid>,
+    cloud_id: &CloudId,
+    product: Product,
+    grant_id: Option<GrantId>,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE synced_sites SET pinned_grant_id = $3 WHERE cloud_id = $1 AND product = $2",
@@ -121,7 +130,7 @@ pub async fn claim_sites(
         }
     };
     sqlx::query_as(query)
-        .bind(kind.product().as_str())
+        .bind(kind.product())
         .bind(tick)
         .bind(limit)
         .fetch_all(conn)
@@ -131,7 +140,7 @@ pub async fn claim_sites(
 /// Moves a site's Jira watermark forward (never back).
 pub async fn advance_watermark(
     conn: &mut PgConnection,
-    cloud_id: &str,
+    cloud_id: &CloudId,
     watermark: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -148,8 +157,8 @@ pub async fn advance_watermark(
 /// Records the sites' last successful run time.
 pub async fn mark_site_synced(
     conn: &mut PgConnection,
-    cloud_id: &str,
-    product: &str,
+    cloud_id: &CloudId,
+    product: Product,
     kind: SyncKind,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
@@ -172,9 +181,9 @@ pub async fn mark_site_synced(
 /// that site's election until revalidation sees a fresh scope list.
 pub async fn record_scope_error(
     conn: &mut PgConnection,
-    grant_id: Uuid,
-    cloud_id: &str,
-    product: &str,
+    grant_id: GrantId,
+    cloud_id: &CloudId,
+    product: Product,
     message: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -192,8 +201,8 @@ pub async fn record_scope_error(
 /// One synced site, as it stands now.
 pub async fn get_site(
     conn: &mut PgConnection,
-    cloud_id: &str,
-    product: &str,
+    cloud_id: &CloudId,
+    product: Product,
 ) -> Result<Option<SyncedSite>, sqlx::Error> {
     sqlx::query_as(
         "SELECT cloud_id, product, name, url, elected_grant_id, pinned_grant_id, jira_watermark
@@ -210,8 +219,8 @@ pub async fn get_site(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SiteOverview {
     pub name: String,
-    pub product: String,
-    pub cloud_id: String,
+    pub product: Product,
+    pub cloud_id: CloudId,
     pub elected: Option<String>,
     pub pinned: Option<String>,
     pub watermark: Option<DateTime<Utc>>,

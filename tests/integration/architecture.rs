@@ -150,5 +150,5 @@ fn grouped_imports_are_read() {
         rooms_named("use crate::{store::grants::{self, Grant}, alerts, clock::Clock};"),
         ["store", "alerts", "clock"]
     );
-    assert_eq!(rooms_named("let x = crate::store::delta(y);"), ["store"]);
+    assert_eq!(rooms_named("let x = crate::store::ping(y);"), ["store"]);
 }

@@ -58,7 +58,7 @@ async fn a_user_who_consents_gets_a_sealed_grant_with_every_site(pool: PgPool) {
         .me(&access)
         .await
         .expect("access token works");
-    assert_eq!(me.account_id, account_id);
+    assert_eq!(me.account_id.as_str(), account_id);
     let refreshed = app
         .sandbox
         .app

@@ -7,7 +7,6 @@ use crate::support::{NowForTests, TestApp, overrides};
 use atlassian_emulator::{ConsentDecision, EmulatorConfig, Product};
 use atlassync::jobs::token_sweep;
 use atlassync::lifecycle::{Failpoints, RefreshOutcome};
-use atlassync::store::delta;
 use chrono::{Duration, TimeDelta};
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
@@ -219,7 +218,7 @@ async fn an_exchange_lost_to_a_crash_is_recovered_inside_the_leeway(pool: PgPool
             app.clock.now_for_tests(),
             10,
             "worker-doomed",
-            delta(app.sandbox.app.config.tokens.lease_ttl),
+            app.sandbox.app.config.tokens.lease_ttl,
         )
         .await
         .unwrap()

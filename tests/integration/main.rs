@@ -5,6 +5,7 @@
 mod architecture;
 mod cli_config;
 mod connect_flow;
+mod daemon_component;
 mod daemon_process;
 mod grant_health;
 mod grants_import;

@@ -1,0 +1,47 @@
+//! The cron side: one scheduler job per [`JobKind`] that only wakes its worker, and the
+//! heartbeat that proves the scheduler still ticks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use super::workers::Triggers;
+use super::{DaemonEvent, Notifier};
+use crate::config::Config;
+use crate::domain::JobKind;
+
+/// Starts a scheduler for `config`'s schedules.
+pub(super) async fn start(
+    config: &Config,
+    triggers: &Arc<Triggers>,
+    heartbeat: Option<Duration>,
+    notifier: &Notifier,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    for job in JobKind::ALL {
+        let triggers = triggers.clone();
+        let cron = config.schedule.of(job).as_six_fields();
+        let scheduled = Job::new_async(cron, move |_, _| {
+            let triggers = triggers.clone();
+            Box::pin(async move { triggers.wake(job) })
+        })
+        .inspect_err(
+            |e| tracing::error!(job = %job, schedule = cron, error = %e, "cannot schedule"),
+        )?;
+        scheduler.add(scheduled).await?;
+    }
+    // Fed from the scheduler's own ticks: if the scheduler stalls, the heartbeat stops and
+    // the supervisor (systemd's watchdog) restarts the service.
+    if let Some(every) = heartbeat {
+        let seconds = every.as_secs().clamp(1, 59);
+        let notifier = notifier.clone();
+        let beat = Job::new_async(format!("*/{seconds} * * * * *").as_str(), move |_, _| {
+            let notifier = notifier.clone();
+            Box::pin(async move { notifier(DaemonEvent::Heartbeat) })
+        })?;
+        scheduler.add(beat).await?;
+    }
+    scheduler.start().await?;
+    Ok(scheduler)
+}
