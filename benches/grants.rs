@@ -29,7 +29,7 @@ use atlassync::store::grants;
 use atlassync::store::grants::CLAIM_DUE_GRANTS_SQL;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{StreamExt, TryStreamExt};
-use rand::Rng;
+use rand::RngExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;

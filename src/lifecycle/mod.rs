@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use chrono::{DateTime, TimeDelta, Utc};
-use rand::Rng;
+use rand::RngExt;
 
 use crate::config::TokenPolicy;
 use crate::store::delta;

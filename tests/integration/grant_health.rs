@@ -9,7 +9,7 @@ use atlassync::jobs::token_sweep;
 use atlassync::lifecycle::{Failpoints, RefreshOutcome};
 use atlassync::store::delta;
 use chrono::{Duration, TimeDelta};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use sqlx::PgPool;
 
 #[sqlx::test]
