@@ -225,7 +225,7 @@ fn spawn_workers(
                 match AssertUnwindSafe(run_job(name, &run, &stop)).catch_unwind().await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        tracing::error!(job = name, error = %e, "job failed; retrying at the next tick")
+                        tracing::error!(job = name, error = %e, "job failed; retrying at the next tick");
                     }
                     Err(_) => tracing::error!(job = name, "job panicked; retrying at the next tick"),
                 }
@@ -330,7 +330,7 @@ async fn start_scheduler(
 }
 
 /// Tells systemd, when it is listening (`NOTIFY_SOCKET`); a no-op otherwise.
-fn notify(states: &[NotifyState]) {
+fn notify(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(states)
     {

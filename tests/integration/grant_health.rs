@@ -95,10 +95,10 @@ async fn fifty_grants_over_four_hundred_days_lose_nothing_they_could_keep(pool: 
         for (label, account, activity) in &people {
             match activity {
                 Activity::Revokes { day: d } if *d == day => {
-                    app.sandbox.emulator.revoke_app(account)
+                    app.sandbox.emulator.revoke_app(account);
                 }
                 Activity::ChangesPassword { day: d } if *d == day => {
-                    app.sandbox.emulator.change_password(account)
+                    app.sandbox.emulator.change_password(account);
                 }
                 _ => {}
             }
