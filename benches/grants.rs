@@ -9,6 +9,9 @@
 //! `source scripts/pg test; cargo bench --bench grants`. It creates and drops its own database
 //! on the server in `DATABASE_URL`, and prints a note and exits 0 when that is unset.
 
+// A benchmark runs in real time (its App gets a SystemClock), so it reads the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,7 +32,7 @@ use atlassync::store::grants;
 use atlassync::store::grants::CLAIM_DUE_GRANTS_SQL;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{StreamExt, TryStreamExt};
-use rand::Rng;
+use rand::RngExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;

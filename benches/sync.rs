@@ -17,6 +17,9 @@
 //! `BENCH_SYNC_CHILD_PREFETCH=1` makes each part-4 child page through once before syncing
 //! (a diagnostic). The whole machine's load shows in every figure: the load average is printed.
 
+// A benchmark runs in real time (its App gets a SystemClock), so it reads the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::str::FromStr;

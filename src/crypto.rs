@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -71,7 +71,7 @@ impl SealingKey {
         // The id is a digest of the key, so operators never have to name keys by hand.
         let id = hex(&Sha256::digest(bytes)[..4]);
         // Invite signatures use a key derived for that purpose alone.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(bytes).expect("any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(bytes).expect("any key length");
         mac.update(b"atlassync link signing v1");
         let mac_key = Zeroizing::new(mac.finalize().into_bytes().into());
         Self {
@@ -122,7 +122,7 @@ impl Keyring {
 
     /// A fresh random 32-byte key, base64-encoded as a key file holds it.
     pub fn generate_key_file_contents() -> String {
-        let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+        let key = Key::generate();
         STANDARD.encode(key)
     }
 
@@ -134,7 +134,7 @@ impl Keyring {
     /// Seals `plaintext`, bound to `context` (e.g. the grant id and the column).
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Sealed {
         let key = &self.keys[0];
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = XNonce::generate();
         let ciphertext = key
             .aead
             .encrypt(
@@ -167,7 +167,7 @@ impl Keyring {
         let (nonce, ciphertext) = sealed.bytes.split_at(NONCE_LEN);
         key.aead
             .decrypt(
-                XNonce::from_slice(nonce),
+                <&XNonce>::try_from(nonce).map_err(|_| OpenError::Corrupt(key.id.clone()))?,
                 Payload {
                     msg: ciphertext,
                     aad: context,
@@ -194,7 +194,7 @@ impl Keyring {
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         self.keys.iter().find_map(|key| {
-            let mut check = <Hmac<Sha256> as Mac>::new_from_slice(&key.mac_key[..]).ok()?;
+            let mut check = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.mac_key[..]).ok()?;
             check.update(&payload);
             check.verify_slice(&tag).ok().map(|()| payload.clone())
         })
@@ -202,7 +202,7 @@ impl Keyring {
 }
 
 fn mac(key: &[u8; 32], payload: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
     mac.update(payload);
     mac.finalize().into_bytes().into()
 }

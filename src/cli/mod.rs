@@ -117,7 +117,7 @@ pub async fn main() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
     };
-    match run(cli).await {
+    match Box::pin(run(cli)).await {
         Ok(code) => code,
         Err(CliError::Config(e)) => {
             eprintln!("atlassync: configuration error: {e}");

@@ -50,7 +50,7 @@ pub async fn run(
             DaemonEvent::Reloading => NotifyState::Reloading,
             DaemonEvent::Stopping => NotifyState::Stopping,
             DaemonEvent::Heartbeat => NotifyState::Watchdog,
-        })
+        });
     }));
     if let Some(interval) = sd_notify::watchdog_enabled() {
         daemon = daemon.with_heartbeat(interval / 2);
@@ -78,12 +78,12 @@ pub async fn run(
             }
         }
     };
-    daemon.run(shutdown, reload_rx).await?;
+    Box::pin(daemon.run(shutdown, reload_rx)).await?;
     Ok(())
 }
 
 /// Tells systemd, when it is listening (`NOTIFY_SOCKET`); a no-op otherwise.
-fn notify(state: NotifyState) {
+fn notify(state: NotifyState<'_>) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(&[state])
     {

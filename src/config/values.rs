@@ -34,7 +34,7 @@ impl<'de> Deserialize<'de> for LenientString {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = LenientString;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {

@@ -65,7 +65,7 @@ pub(super) fn spawn(
                 {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        tracing::error!(job = %job, error = %e, "job failed; retrying at the next tick")
+                        tracing::error!(job = %job, error = %e, "job failed; retrying at the next tick");
                     }
                     Err(_) => tracing::error!(job = %job, "job panicked; retrying at the next tick"),
                 }

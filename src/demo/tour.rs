@@ -4,7 +4,7 @@
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::step;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use chrono::{DateTime, TimeDelta, Utc};
-use rand::Rng;
+use rand::RngExt;
 
 use crate::config::TokenPolicy;
 pub use refresher::{Failpoints, RefreshOutcome, Refresher, TokenUnavailable};
@@ -62,6 +62,7 @@ mod tests {
     #[test]
     fn keepalive_is_spread_but_always_well_before_the_inactivity_expiry() {
         let policy = policy();
+        #[allow(clippy::disallowed_methods)] // any instant will do in this test
         let now = Utc::now();
         let dues: Vec<_> = (0..200).map(|_| keepalive_due(&policy, now)).collect();
         assert!(dues.iter().all(|d| *d >= now + TimeDelta::days(30)));

@@ -214,7 +214,7 @@ impl Refresher {
         }
     }
 
-    fn lease_ttl(&self) -> chrono::TimeDelta {
+    fn lease_ttl(&self) -> TimeDelta {
         self.app.config.tokens.lease_ttl
     }
 
@@ -367,8 +367,7 @@ impl Refresher {
         let mut next_refresh_at: DateTime<Utc> = now + delay;
         if let Some(first) = grant.refresh_started_at.filter(|_| pending) {
             let last_safe = first + policy.reuse_leeway / 2;
-            next_refresh_at =
-                next_refresh_at.min(last_safe.max(now + chrono::TimeDelta::seconds(5)));
+            next_refresh_at = next_refresh_at.min(last_safe.max(now + TimeDelta::seconds(5)));
         }
         let mut tx = self.app.pool.begin().await?;
         let Some(streak) = grants::record_transient_failure(

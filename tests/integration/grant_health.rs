@@ -8,7 +8,7 @@ use atlassian_emulator::{ConsentDecision, EmulatorConfig, Product};
 use atlassync::jobs::token_sweep;
 use atlassync::lifecycle::{Failpoints, RefreshOutcome};
 use chrono::{Duration, TimeDelta};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use sqlx::PgPool;
 
 #[sqlx::test]
@@ -94,10 +94,10 @@ async fn fifty_grants_over_four_hundred_days_lose_nothing_they_could_keep(pool: 
         for (label, account, activity) in &people {
             match activity {
                 Activity::Revokes { day: d } if *d == day => {
-                    app.sandbox.emulator.revoke_app(account)
+                    app.sandbox.emulator.revoke_app(account);
                 }
                 Activity::ChangesPassword { day: d } if *d == day => {
-                    app.sandbox.emulator.change_password(account)
+                    app.sandbox.emulator.change_password(account);
                 }
                 _ => {}
             }

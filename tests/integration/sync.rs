@@ -8,7 +8,7 @@ use atlassian_emulator::{EmulatorConfig, Fault, FaultKind, IssueChange, Product,
 use atlassync::domain::SyncKind;
 use atlassync::jobs::sync::{SyncReport, Syncer};
 use chrono::{DateTime, Duration, Utc};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use sqlx::PgPool;
 
 struct SyncApp {

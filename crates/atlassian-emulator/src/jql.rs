@@ -333,18 +333,16 @@ impl Parser {
             }
             self.next();
             loop {
-                let field = match self.next() {
-                    Some(Token {
-                        kind: TokenKind::Word(w) | TokenKind::Quoted(w),
-                        ..
-                    }) => w,
-                    _ => {
-                        self.at = self.at.saturating_sub(1);
-                        return Err(self.error(format!(
-                            "Expecting a field name but got {}.",
-                            self.describe_next()
-                        )));
-                    }
+                let Some(Token {
+                    kind: TokenKind::Word(field) | TokenKind::Quoted(field),
+                    ..
+                }) = self.next()
+                else {
+                    self.at = self.at.saturating_sub(1);
+                    return Err(self.error(format!(
+                        "Expecting a field name but got {}.",
+                        self.describe_next()
+                    )));
                 };
                 let direction = if self.peek_word("asc") {
                     self.next();
