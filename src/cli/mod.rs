@@ -157,6 +157,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::CheckConfig => {
             println!("configuration OK");
+            for line in config.derived_timings() {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Invite { label } => {

@@ -20,7 +20,7 @@ use url::Url;
 use crate::crypto::{Keyring, KeyringError};
 use crate::domain::JobKind;
 use values::{DurationValue, LenientString};
-pub use values::{Schedule, Scopes};
+pub use values::{Schedule, Scopes, format_duration};
 
 /// Where the configuration file lives when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/atlassync/atlassync.toml";
@@ -344,7 +344,8 @@ mod raw {
         pub scopes: Scopes,
         pub auth_base_url: LenientString,
         pub api_base_url: LenientString,
-        pub request_timeout: DurationValue,
+        /// Unset: derived from `tokens.lease_ttl` (see [`super::TokenPolicy`]).
+        pub request_timeout: Option<DurationValue>,
     }
 
     impl Default for RawAtlassian {
@@ -357,7 +358,7 @@ mod raw {
                 scopes: Scopes(DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
                 auth_base_url: "https://auth.atlassian.com".into(),
                 api_base_url: "https://api.atlassian.com".into(),
-                request_timeout: "30s".into(),
+                request_timeout: None,
             }
         }
     }
@@ -366,12 +367,15 @@ mod raw {
     #[serde(deny_unknown_fields, default)]
     pub struct RawTokens {
         pub refresh_margin: DurationValue,
-        pub keepalive_after: DurationValue,
+        /// Unset: a third of `inactivity_expiry`.
+        pub keepalive_after: Option<DurationValue>,
         pub inactivity_expiry: DurationValue,
         pub absolute_expiry: DurationValue,
         pub reuse_leeway: DurationValue,
-        pub reauth_warning: DurationValue,
-        pub lease_ttl: DurationValue,
+        /// Unset: 14/365 of `absolute_expiry` (14 days of a year).
+        pub reauth_warning: Option<DurationValue>,
+        /// Unset: a fifth of `reuse_leeway`, at most 2 minutes.
+        pub lease_ttl: Option<DurationValue>,
         pub degraded_after: u32,
     }
 
@@ -379,12 +383,12 @@ mod raw {
         fn default() -> Self {
             Self {
                 refresh_margin: "5m".into(),
-                keepalive_after: "30d".into(),
+                keepalive_after: None,
                 inactivity_expiry: "90d".into(),
                 absolute_expiry: "365d".into(),
                 reuse_leeway: "10m".into(),
-                reauth_warning: "14d".into(),
-                lease_ttl: "2m".into(),
+                reauth_warning: None,
+                lease_ttl: None,
                 degraded_after: 3,
             }
         }
@@ -534,7 +538,7 @@ mod raw {
                     "must include read:me, which identifies the user who consented",
                 ));
             }
-            let atlassian = AtlassianConfig {
+            let mut atlassian = AtlassianConfig {
                 client_id: required(a.client_id, "atlassian.client_id", "")?,
                 client_secret,
                 redirect_uri: http_url(
@@ -544,20 +548,54 @@ mod raw {
                 scopes,
                 auth_base_url: http_url(a.auth_base_url.0, "atlassian.auth_base_url")?,
                 api_base_url: http_url(a.api_base_url.0, "atlassian.api_base_url")?,
-                request_timeout: a.request_timeout.parse("atlassian.request_timeout")?,
+                request_timeout: Duration::ZERO, // derived below when unset
             };
 
+            // Settings that must stay below Atlassian's lifetimes default to values derived
+            // from them, so a configuration that only compresses the lifetimes is valid.
             let t = self.tokens;
+            let inactivity_expiry = t.inactivity_expiry.parse_span("tokens.inactivity_expiry")?;
+            let absolute_expiry = t.absolute_expiry.parse_span("tokens.absolute_expiry")?;
+            let reuse_leeway = t.reuse_leeway.parse_span("tokens.reuse_leeway")?;
+            let derived_or = |value: Option<DurationValue>, key: &str, derived: TimeDelta| {
+                value.map_or(Ok(derived), |v| v.parse_span(key))
+            };
             let tokens = TokenPolicy {
                 refresh_margin: t.refresh_margin.parse_span("tokens.refresh_margin")?,
-                keepalive_after: t.keepalive_after.parse_span("tokens.keepalive_after")?,
-                inactivity_expiry: t.inactivity_expiry.parse_span("tokens.inactivity_expiry")?,
-                absolute_expiry: t.absolute_expiry.parse_span("tokens.absolute_expiry")?,
-                reuse_leeway: t.reuse_leeway.parse_span("tokens.reuse_leeway")?,
-                reauth_warning: t.reauth_warning.parse_span("tokens.reauth_warning")?,
-                lease_ttl: t.lease_ttl.parse_span("tokens.lease_ttl")?,
+                keepalive_after: derived_or(
+                    t.keepalive_after,
+                    "tokens.keepalive_after",
+                    inactivity_expiry / 3,
+                )?,
+                inactivity_expiry,
+                absolute_expiry,
+                reuse_leeway,
+                reauth_warning: derived_or(
+                    t.reauth_warning,
+                    "tokens.reauth_warning",
+                    absolute_expiry * 14 / 365,
+                )?,
+                lease_ttl: derived_or(
+                    t.lease_ttl,
+                    "tokens.lease_ttl",
+                    (reuse_leeway / 5).min(TimeDelta::minutes(2)),
+                )?,
                 degraded_after: positive(t.degraded_after, "tokens.degraded_after")?,
             };
+            atlassian.request_timeout = match a.request_timeout {
+                Some(value) => value.parse("atlassian.request_timeout")?,
+                // Leaves room for two attempts inside one lease.
+                None => (tokens.lease_ttl / 3)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(Duration::from_secs(30)),
+            };
+            if atlassian.request_timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    "atlassian.request_timeout",
+                    "must be longer than zero (set it, or a longer tokens.lease_ttl)",
+                ));
+            }
             if tokens.keepalive_after >= tokens.inactivity_expiry {
                 return Err(ConfigError::invalid(
                     "tokens.keepalive_after",
@@ -776,6 +814,27 @@ mod raw {
 }
 
 impl Config {
+    /// The timing settings that may be derived from Atlassian's lifetimes, as `key = value`
+    /// lines, for `check-config` to show what is in force.
+    pub fn derived_timings(&self) -> Vec<String> {
+        let span = |d: TimeDelta| format_duration(d.to_std().unwrap_or_default());
+        vec![
+            format!("tokens.lease_ttl = {}", span(self.tokens.lease_ttl)),
+            format!(
+                "atlassian.request_timeout = {}",
+                format_duration(self.atlassian.request_timeout)
+            ),
+            format!(
+                "tokens.keepalive_after = {}",
+                span(self.tokens.keepalive_after)
+            ),
+            format!(
+                "tokens.reauth_warning = {}",
+                span(self.tokens.reauth_warning)
+            ),
+        ]
+    }
+
     /// The database URL, for connecting.
     pub fn database_url(&self) -> &str {
         self.database.url.expose_secret()

@@ -341,3 +341,60 @@ fn secrets_never_appear_in_config_errors() {
     assert_rejected(output.clone(), "tokens.keepalive_after");
     assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
 }
+
+#[test]
+fn a_configuration_that_only_compresses_the_documented_lifetimes_is_valid() {
+    let scratch = Scratch::new();
+    // Atlassian's lifetimes divided by about 120: nothing else is set, so the lease, the
+    // request timeout, the keep-alive age and the warning must follow from these.
+    let compressed = scratch.config(|t| {
+        t.replace(
+            "[tokens]\nkeepalive_after = \"30d\"\ninactivity_expiry = \"90d\"",
+            "[tokens]\nreuse_leeway = \"5s\"\ninactivity_expiry = \"90s\"\nabsolute_expiry = \"365s\"",
+        )
+    });
+    let output = atlassync(&compressed, &[], &["check-config"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "tokens.lease_ttl = 1s",
+        "atlassian.request_timeout = 333ms",
+        "tokens.keepalive_after = 30s",
+        "tokens.reauth_warning = 14s",
+    ] {
+        assert!(shown.contains(line), "{line} missing from: {shown}");
+    }
+    // The same through the environment alone.
+    let plain = scratch.config(|t| t.replace("keepalive_after = \"30d\"\n", ""));
+    let output = atlassync(
+        &plain,
+        &[
+            ("ATLASSYNC_TOKENS__REUSE_LEEWAY", "5s"),
+            ("ATLASSYNC_TOKENS__INACTIVITY_EXPIRY", "90s"),
+            ("ATLASSYNC_TOKENS__ABSOLUTE_EXPIRY", "365s"),
+        ],
+        &["check-config"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // An explicit setting that breaks the rule is still refused, naming the key.
+    let broken = scratch.config(|t| {
+        t.replace(
+            "[tokens]\nkeepalive_after = \"30d\"\ninactivity_expiry = \"90d\"",
+            "[tokens]\nreuse_leeway = \"5s\"\nlease_ttl = \"10s\"",
+        )
+    });
+    assert_rejected(
+        atlassync(&broken, &[], &["check-config"]),
+        "tokens.lease_ttl",
+    );
+}
