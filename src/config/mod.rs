@@ -601,9 +601,7 @@ mod raw {
                     "tokens.keepalive_after",
                     format!(
                         "must be shorter than tokens.inactivity_expiry ({}), or idle grants expire",
-                        values::format_duration(
-                            tokens.inactivity_expiry.to_std().unwrap_or_default()
-                        )
+                        format_duration(tokens.inactivity_expiry.to_std().unwrap_or_default())
                     ),
                 ));
             }
