@@ -227,7 +227,16 @@ impl Refresher {
         {
             let mut conn = self.app.pool.acquire().await?;
             let retry_at = lease.until;
-            if !grants::mark_refresh_started(&mut conn, grant.id, &lease, now, retry_at).await? {
+            if !grants::mark_refresh_started(
+                &mut conn,
+                grant.id,
+                &lease,
+                grant.token_version,
+                now,
+                retry_at,
+            )
+            .await?
+            {
                 return Ok(RefreshOutcome::LeaseLost);
             }
         }
@@ -271,23 +280,10 @@ impl Refresher {
                     refresh_idle_deadline,
                     next_refresh_at,
                 };
-                let mut tx = self.app.pool.begin().await?;
-                let Some(stored) = grants::persist_rotation(
-                    &mut tx,
-                    grant.id,
-                    &lease,
-                    grant.token_version,
-                    &rotation,
-                )
-                .await?
-                else {
-                    tracing::warn!(grant.id = %grant.id, "rotation discarded: the lease was lost before it could be persisted");
+                let Some(stored) = self.persist_until_landed(&grant, &rotation).await? else {
+                    tracing::warn!(grant.id = %grant.id, "rotation discarded: a newer token was stored first");
                     return Ok(RefreshOutcome::LeaseLost);
                 };
-                if grant.status == GrantStatus::Degraded {
-                    alerts::clear(&mut tx, &self.app, &stored, AlertKind::Degraded, None).await?;
-                }
-                tx.commit().await?;
                 tracing::info!(
                     grant.id = %grant.id,
                     grant.label = %grant.label,
@@ -316,6 +312,67 @@ impl Refresher {
                     .await
             }
         }
+    }
+
+    /// Persists `rotation` until it lands. Once Atlassian has rotated the token, the new one
+    /// exists only in this process: presenting the old one after the reuse leeway would kill
+    /// the family, so a database outage is waited out (with backoff) rather than given up on.
+    /// The caller holds the grant's in-process guard, so no other exchange of this grant
+    /// starts here meanwhile; other workers are stopped by the version fence.
+    async fn persist_until_landed(
+        &self,
+        grant: &Grant,
+        rotation: &Rotation,
+    ) -> Result<Option<Grant>, sqlx::Error> {
+        let mut wait = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        loop {
+            match self.persist(grant, rotation).await {
+                // A commit whose answer was lost may have landed: it did if the row holds
+                // exactly this rotation's sealed access token.
+                Ok(None) if attempts > 0 => {
+                    let mut conn = self.app.pool.acquire().await?;
+                    let current = grants::get_grant(&mut conn, grant.id).await?;
+                    return Ok(current.filter(|stored| {
+                        stored.access_token.as_ref().map(|s| &s.bytes)
+                            == Some(&rotation.access_token.bytes)
+                    }));
+                }
+                Ok(stored) => {
+                    if attempts > 0 {
+                        tracing::info!(grant.id = %grant.id, attempts, "rotated token persisted after the database came back");
+                    }
+                    return Ok(stored);
+                }
+                Err(e) if crate::store::is_connection_error(&e) => {
+                    attempts += 1;
+                    if attempts == 1 || attempts.is_multiple_of(20) {
+                        tracing::error!(grant.id = %grant.id, attempts, error = %e, "database unreachable after a token exchange; holding the rotated token and retrying its persist");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn persist(
+        &self,
+        grant: &Grant,
+        rotation: &Rotation,
+    ) -> Result<Option<Grant>, sqlx::Error> {
+        let mut tx = self.app.pool.begin().await?;
+        let Some(stored) =
+            grants::persist_rotation(&mut tx, grant.id, grant.token_version, rotation).await?
+        else {
+            return Ok(None);
+        };
+        if grant.status == GrantStatus::Degraded {
+            alerts::clear(&mut tx, &self.app, &stored, AlertKind::Degraded, None).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     async fn mark_needs_reauth(

@@ -363,8 +363,10 @@ pub async fn lease_grant(
     .await
 }
 
-/// Records that an exchange is about to start, under the lease. Returns false when the lease
-/// was lost (then the exchange must not happen).
+/// Records that an exchange is about to start, under the lease, presenting the token of
+/// `presented_version`. Returns false when the lease was lost or a newer token was stored
+/// since the grant was read (then the exchange must not happen: it would present a
+/// superseded token).
 ///
 /// `retry_at` becomes the grant's next due time if nothing else is written: when this
 /// exchange's result is lost, the sweep retries right after the lease expires, inside the
@@ -373,19 +375,21 @@ pub async fn mark_refresh_started(
     conn: &mut PgConnection,
     grant_id: GrantId,
     lease: &Lease,
+    presented_version: i64,
     now: DateTime<Utc>,
     retry_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE grants SET refresh_started_at = COALESCE(refresh_started_at, $4),
             next_refresh_at = LEAST(next_refresh_at, $5)
-         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3",
+         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3 AND token_version = $6",
     )
     .bind(grant_id)
     .bind(&lease.holder)
     .bind(lease.epoch)
     .bind(now)
     .bind(retry_at)
+    .bind(presented_version)
     .execute(conn)
     .await?;
     Ok(updated.rows_affected() == 1)
@@ -404,13 +408,15 @@ pub struct Rotation {
     pub next_refresh_at: DateTime<Utc>,
 }
 
-/// Persists a rotation in one conditional UPDATE, fenced on the lease and on the token the
-/// exchange presented. Returns the updated grant, or `None` when the fence failed (another
-/// worker owns the grant now; the result must be discarded unused).
+/// Persists a rotation in one conditional UPDATE, fenced on the token the exchange presented
+/// (`token_version`), and releases the lease. Not fenced on the lease: a persist retried
+/// after a database outage must still land, because the rotated token exists nowhere else
+/// and is newer than anything stored; a worker that took the grant meanwhile is stopped by
+/// the version fence on its own writes. Returns the updated grant, or `None` when a newer
+/// token was stored first (the result must be discarded unused).
 pub async fn persist_rotation(
     conn: &mut PgConnection,
     grant_id: GrantId,
-    lease: &Lease,
     presented_version: i64,
     rotation: &Rotation,
 ) -> Result<Option<Grant>, sqlx::Error> {
@@ -420,25 +426,23 @@ pub async fn persist_rotation(
     };
     sqlx::query_as(
         "UPDATE grants g SET
-            refresh_token_sealed = COALESCE($5, g.refresh_token_sealed),
-            refresh_token_key_id = COALESCE($6, g.refresh_token_key_id),
+            refresh_token_sealed = COALESCE($3, g.refresh_token_sealed),
+            refresh_token_key_id = COALESCE($4, g.refresh_token_key_id),
             token_version = g.token_version + 1,
-            access_token_sealed = $7, access_token_key_id = $8, access_expires_at = $9,
-            scopes = CASE WHEN cardinality($10::text[]) > 0 THEN $10 ELSE g.scopes END,
+            access_token_sealed = $5, access_token_key_id = $6, access_expires_at = $7,
+            scopes = CASE WHEN cardinality($8::text[]) > 0 THEN $8 ELSE g.scopes END,
             -- Without a new refresh token the old one stays, and so does its rotation time.
-            refresh_rotated_at = CASE WHEN $5::bytea IS NULL THEN g.refresh_rotated_at ELSE $11 END,
-            refresh_idle_deadline = $12, next_refresh_at = $13,
-            last_refreshed_at = $11, refresh_started_at = NULL, failure_streak = 0, last_error = NULL,
+            refresh_rotated_at = CASE WHEN $3::bytea IS NULL THEN g.refresh_rotated_at ELSE $9 END,
+            refresh_idle_deadline = $10, next_refresh_at = $11,
+            last_refreshed_at = $9, refresh_started_at = NULL, failure_streak = 0, last_error = NULL,
             status = CASE WHEN g.status = 'degraded' THEN 'active' ELSE g.status END,
             status_reason = CASE WHEN g.status = 'degraded' THEN NULL ELSE g.status_reason END,
-            status_since = CASE WHEN g.status = 'degraded' THEN $11 ELSE g.status_since END,
-            leased_by = NULL, leased_until = NULL, updated_at = $11
-         WHERE g.id = $1 AND g.leased_by = $2 AND g.lease_epoch = $3 AND g.token_version = $4
+            status_since = CASE WHEN g.status = 'degraded' THEN $9 ELSE g.status_since END,
+            leased_by = NULL, leased_until = NULL, updated_at = $9
+         WHERE g.id = $1 AND g.token_version = $2
          RETURNING g.*",
     )
     .bind(grant_id)
-    .bind(&lease.holder)
-    .bind(lease.epoch)
     .bind(presented_version)
     .bind(refresh_bytes)
     .bind(refresh_key)
