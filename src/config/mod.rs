@@ -584,12 +584,19 @@ mod raw {
             };
             atlassian.request_timeout = match a.request_timeout {
                 Some(value) => value.parse("atlassian.request_timeout")?,
-                // Leaves room for two attempts inside one lease.
+                // Leaves room for two attempts inside one lease, and keeps a SIGTERM drain
+                // (one request plus a pool wait) under 30 s.
                 None => (tokens.lease_ttl / 3)
                     .to_std()
                     .unwrap_or_default()
-                    .min(Duration::from_secs(30)),
+                    .min(Duration::from_secs(15)),
             };
+            if atlassian.request_timeout > Duration::from_secs(60) {
+                return Err(ConfigError::invalid(
+                    "atlassian.request_timeout",
+                    "must be at most 60s: a shutdown waits for the exchange in flight, and systemd's TimeoutStopSec must cover it",
+                ));
+            }
             if atlassian.request_timeout.is_zero() {
                 return Err(ConfigError::invalid(
                     "atlassian.request_timeout",

@@ -9,7 +9,7 @@
 //!
 //! Safe state: on shutdown, workers stop taking new items and finish the one in hand; a
 //! token exchange is never cancelled midway (its rotated token must be persisted), and the
-//! drain waits up to [`DRAIN_GRACE`] for that.
+//! drain waits up to [`drain_grace`] for that.
 
 mod scheduler;
 mod server;
@@ -31,8 +31,14 @@ use crate::lifecycle::Refresher;
 use server::HttpServer;
 use workers::{RunContext, Triggers};
 
-/// How long in-flight work may take to finish after shutdown begins (systemd allows 35 s).
-pub const DRAIN_GRACE: Duration = Duration::from_secs(25);
+/// How long in-flight work may take to finish after shutdown begins: the longest token
+/// exchange (one request timeout, then a pool wait for its persist) plus a margin. An
+/// exchange cut short here would lose its rotated token. With the default 15 s request
+/// timeout this is 28 s; `atlassian.request_timeout` is capped at 60 s so that the grace
+/// stays inside systemd's `TimeoutStopSec` (80 s in the shipped unit).
+pub fn drain_grace(config: &Config) -> Duration {
+    config.atlassian.request_timeout + crate::store::ACQUIRE_TIMEOUT + Duration::from_secs(3)
+}
 
 /// What the daemon tells its supervisor; the binary maps these to systemd notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +143,7 @@ impl Daemon {
     }
 
     /// Runs until `shutdown` completes, then drains: in-flight work reaches a safe state
-    /// (no token exchange is abandoned) within [`DRAIN_GRACE`]. Each configuration received
+    /// (no token exchange is abandoned) within [`drain_grace`]. Each configuration received
     /// on `reloads` replaces the running one; runs in flight finish with the old one.
     pub async fn run(
         self,
@@ -195,14 +201,9 @@ impl Daemon {
             tracing::warn!(error = %e, "stopping the scheduler");
         }
         tracker.close();
-        if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "in-flight work did not finish within {}s",
-                DRAIN_GRACE.as_secs()
-            );
+        let grace = drain_grace(&context_rx.borrow().app.config);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("in-flight work did not finish within {}s", grace.as_secs());
         }
         server.finish().await?;
         tracing::info!("stopped");

@@ -30,11 +30,15 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+/// How long a query waits for a pooled connection before failing: the longest pool wait
+/// a token exchange's persist can add to it (the daemon's drain covers it).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a pool on `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
         .await
         .map_err(StoreError::Connect)

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atlassian_emulator::Product;
-use atlassian_emulator::{ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, NewUser};
+use atlassian_emulator::{
+    ConsentDecision, Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultKind, NewUser,
+};
 use atlassync::clock::SystemClock;
 use atlassync::crypto::Keyring;
 use sqlx::PgPool;
@@ -605,4 +607,109 @@ async fn systemd_hears_ready_watchdog_reloading_and_stopping(pool: PgPool) {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")
+}
+
+#[sqlx::test]
+async fn a_sigterm_during_a_slow_exchange_waits_for_it_and_loses_no_family(pool: PgPool) {
+    let scene = Scene::new(&pool).await;
+    scene.write_config("*/1 * * * * *", r#"keepalive_after = "3s""#);
+    // Requests may take 40 s: the drain must wait that long for an exchange in flight.
+    let text = std::fs::read_to_string(&scene.config_file).unwrap();
+    std::fs::write(
+        &scene.config_file,
+        text.replace(r#"request_timeout = "10s""#, r#"request_timeout = "40s""#)
+            // No revalidation: accessible-resources shares the token endpoint's path prefix.
+            .replace(
+                r#"revalidate = "*/3 * * * * *""#,
+                r#"revalidate = "0 0 1 1 *""#,
+            ),
+    )
+    .unwrap();
+    let mut daemon = scene.spawn(&[]);
+    scene.wait_healthy(&mut daemon).await;
+    let account = scene.user("mia");
+    scene.emulator.queue_consent(ConsentDecision::Accept {
+        account_id: account,
+        sites: None,
+    });
+    let link = scene.invite("Mia Krystof").await;
+    let response = atlassync::sandbox::Sandbox::browser()
+        .get(&link)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let version: i64 = sqlx::query_scalar("SELECT token_version FROM grants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // The next keep-alive exchange is answered after 27 s, longer than a fixed 25 s drain.
+    scene.emulator.inject_fault(Fault::new(
+        FaultKind::Latency { millis: 27_000 },
+        "/oauth/token",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let started: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT refresh_started_at FROM grants")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if started.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exchange started:\n{}",
+            scene.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send(&mut daemon, "TERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(75), daemon.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within the drain grace:\n{}", scene.log()))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", scene.log());
+    let (after, started): (i64, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT token_version, refresh_started_at FROM grants")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        after > version && started.is_none(),
+        "the exchange in flight was abandoned by the shutdown:\n{}",
+        scene.log()
+    );
+
+    // After a restart the grant is rotated with the token that was persisted.
+    let mut daemon = scene.spawn(&[]);
+    scene.wait_healthy(&mut daemon).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now: i64 = sqlx::query_scalar("SELECT token_version FROM grants")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if now > after {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotation after restart:\n{}",
+            scene.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, _) = terminate(&scene, &mut daemon).await;
+    assert_eq!(code, 0, "{}", scene.log());
+    let counters = scene.emulator.counters();
+    assert_eq!(counters.family_revocations, 0, "{counters:?}");
+    assert_eq!(counters.invalid_grant_errors, 0, "{counters:?}");
+    let status: String = sqlx::query_scalar("SELECT status FROM grants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "active");
 }
