@@ -10,8 +10,8 @@ use crate::domain::{GrantId, RefreshToken};
 use crate::oauth::{TokenError, TokenSet};
 use crate::store::alerts::{self, AlertKind};
 use crate::store::grants::{self, Account, FamilyRecord};
-use crate::store::is_unique_violation;
 use crate::store::sites::{self, StoredSite};
+use crate::store::{is_unique_violation, presented_tokens};
 
 /// Why a grant could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +26,14 @@ pub enum OnboardError {
     Sites(#[source] ApiError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
+    /// The token was presented before (imported, or rotated by atlassync): presenting it
+    /// again outside Atlassian's reuse leeway would revoke its whole family.
     #[error(
-        "the rotated refresh token is saved as grant {grant_id}, but identifying it failed: {cause}; the daemon retries at its next revalidation"
+        "this refresh token was already presented to Atlassian (imported before, or rotated since); it is skipped, because presenting it again would revoke its token family"
+    )]
+    AlreadyPresented,
+    #[error(
+        "the rotated refresh token is saved as grant {grant_id}, but identifying it failed: {cause}; the daemon identifies it at its next revalidation"
     )]
     Unidentified {
         grant_id: GrantId,
@@ -91,7 +97,27 @@ pub async fn import_refresh_token(
     presented: &RefreshToken,
     consented_at: Option<DateTime<Utc>>,
 ) -> Result<Connected, OnboardError> {
-    let tokens = app.tokens.refresh(presented).await?;
+    let now = app.clock.now();
+    {
+        let mut conn = app.pool.acquire().await?;
+        if !presented_tokens::record_presented(&mut conn, presented, None, now).await? {
+            return Err(OnboardError::AlreadyPresented);
+        }
+    }
+    let tokens = match app.tokens.refresh(presented).await {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            // An answer that certainly rotated nothing leaves the token presentable.
+            if !matches!(
+                e,
+                TokenError::InvalidGrant { .. } | TokenError::Interrupted(_)
+            ) {
+                let mut conn = app.pool.acquire().await?;
+                presented_tokens::forget_presented(&mut conn, presented).await?;
+            }
+            return Err(e.into());
+        }
+    };
     // A response without a refresh token means the presented one stays current.
     let refresh_token = tokens
         .refresh_token

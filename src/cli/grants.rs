@@ -36,7 +36,7 @@ struct ImportLine {
 pub async fn import(app: &App) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
     let lines: Vec<String> = stdin.lock().lines().collect::<Result<_, _>>()?;
-    let (mut imported, mut failed) = (0usize, 0usize);
+    let (mut imported, mut skipped, mut failed) = (0usize, 0usize, 0usize);
     for (index, line) in lines.iter().enumerate() {
         let number = index + 1;
         if line.trim().is_empty() {
@@ -81,13 +81,17 @@ pub async fn import(app: &App) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
+            Err(e @ onboarding::OnboardError::AlreadyPresented) => {
+                skipped += 1;
+                eprintln!("line {number} ({}): {e}", parsed.label.trim());
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("line {number} ({}): {e}", parsed.label.trim());
             }
         }
     }
-    eprintln!("{imported} imported, {failed} failed");
+    eprintln!("{imported} imported, {skipped} already imported, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -87,6 +87,15 @@ pub async fn revalidate_grant(
     refresher: &Refresher,
     grant: Grant,
 ) -> Result<Option<AppliedSites>, sqlx::Error> {
+    // An import whose `/me` failed left a grant without an account: identify it first.
+    let grant = if grant.account_id.is_none() {
+        match identify(app, refresher, grant).await? {
+            Some(grant) => grant,
+            None => return Ok(None),
+        }
+    } else {
+        grant
+    };
     let sites = match fetch_sites(app, refresher, &grant).await {
         Ok(sites) => sites,
         Err(FetchError::Token(TokenUnavailable::Store(e))) => return Err(e),
@@ -107,6 +116,55 @@ pub async fn revalidate_grant(
     grants::mark_revalidated(&mut tx, grant.id, app.clock.now()).await?;
     tx.commit().await?;
     Ok(Some(applied))
+}
+
+/// Ties a grant without an account to the user `/me` names. When that account already has a
+/// grant, one family is kept: the existing grant's while it is healthy (the unidentified
+/// duplicate is deleted), else the unidentified one's, which takes the account over.
+/// Returns the grant to revalidate, or `None` when there is nothing more to do now.
+async fn identify(
+    app: &App,
+    refresher: &Refresher,
+    grant: Grant,
+) -> Result<Option<Grant>, sqlx::Error> {
+    let profile = match refresher.access_token(grant.id).await {
+        Ok(token) => app.api.me(&token).await.map_err(FetchError::Api),
+        Err(TokenUnavailable::Store(e)) => return Err(e),
+        Err(e) => Err(FetchError::Token(e)),
+    };
+    let profile = match profile {
+        Ok(profile) => profile,
+        Err(e) => {
+            tracing::warn!(grant.id = %grant.id, grant.label = %grant.label, error = %e, "identifying an imported grant failed; retried at the next revalidation");
+            return Ok(None);
+        }
+    };
+    let account = grants::Account {
+        account_id: profile.account_id,
+        name: profile.name,
+        email: profile.email,
+    };
+    let now = app.clock.now();
+    let mut tx = app.pool.begin().await?;
+    let existing = grants::lock_grant_of_account(&mut tx, &account.account_id).await?;
+    if let Some(existing) = existing.filter(|id| *id != grant.id) {
+        let existing = grants::get_grant(&mut tx, existing)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        if matches!(existing.status, GrantStatus::Active | GrantStatus::Degraded) {
+            grants::delete_grant(&mut tx, grant.id).await?;
+            tx.commit().await?;
+            tracing::info!(grant.id = %grant.id, account.id = %account.account_id, kept = %existing.id, "an unidentified import duplicated a healthy grant of the same account; the duplicate is removed");
+            return Ok(None);
+        }
+        grants::delete_grant(&mut tx, existing.id).await?;
+        tracing::info!(grant.id = %grant.id, account.id = %account.account_id, replaced = %existing.id, "an unidentified import replaces the account's grant that needed a new consent");
+    }
+    grants::set_account(&mut tx, grant.id, &account, now).await?;
+    let identified = grants::get_grant(&mut tx, grant.id).await?;
+    tx.commit().await?;
+    tracing::info!(grant.id = %grant.id, account.id = %account.account_id, "imported grant identified");
+    Ok(identified)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,7 @@ use crate::domain::{AccessToken, GrantId};
 use crate::oauth::TokenError;
 use crate::store::alerts::AlertKind;
 use crate::store::grants::{self, Grant, Lease, Rotation};
+use crate::store::presented_tokens;
 
 /// No retry waits longer than this, whatever a server's `Retry-After` says.
 const MAX_RETRY_DELAY: TimeDelta = TimeDelta::hours(1);
@@ -249,6 +250,12 @@ impl Refresher {
                     .await;
             }
         };
+        {
+            // Remembered so that an import of this token later is refused. A recovery
+            // presents the same token again on purpose (inside the leeway): no check here.
+            let mut conn = self.app.pool.acquire().await?;
+            presented_tokens::record_presented(&mut conn, &presented, Some(grant.id), now).await?;
+        }
         tracing::debug!(grant.id = %grant.id, interrupted = grant.refresh_started_at.is_some(), "exchanging refresh token");
         let result = self.app.tokens.refresh(&presented).await;
         if self.failpoints.crash_after_exchange && result.is_ok() {

@@ -574,7 +574,7 @@ pub async fn claim_revalidations(
     sqlx::query_as(
         "WITH due AS (
             SELECT id FROM grants
-            WHERE status IN ('active', 'degraded') AND account_id IS NOT NULL
+            WHERE status IN ('active', 'degraded')
               AND (revalidated_for IS NULL OR revalidated_for < $1)
             ORDER BY revalidated_for NULLS FIRST
             LIMIT $2

@@ -7,6 +7,7 @@ pub mod confluence_spaces;
 pub mod grants;
 pub mod jira_issues;
 pub mod oauth_states;
+pub mod presented_tokens;
 pub mod sites;
 pub mod sync_runs;
 pub mod synced_sites;

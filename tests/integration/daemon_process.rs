@@ -666,7 +666,7 @@ async fn a_sigterm_during_a_slow_exchange_waits_for_it_and_loses_no_family(pool:
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    send(&mut daemon, "TERM").await;
+    send(&daemon, "TERM").await;
     let status = tokio::time::timeout(Duration::from_secs(75), daemon.wait())
         .await
         .unwrap_or_else(|_| panic!("no exit within the drain grace:\n{}", scene.log()))

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::support::{TestApp, database_url};
-use atlassian_emulator::ConsentDecision;
+use atlassian_emulator::{ConsentDecision, Fault, FaultKind};
+use atlassync::domain::RefreshToken;
+use atlassync::onboarding::{OnboardError, import_refresh_token};
 use sqlx::PgPool;
 
 /// A refresh token issued to "another integration": a code flow run directly against the
@@ -63,12 +65,8 @@ async fn foreign_refresh_token(app: &TestApp, account_id: &str) -> String {
 fn write_config(app: &TestApp, pool: &PgPool) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("atlassync-import-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key");
-    std::fs::write(
-        &key,
-        atlassync::crypto::Keyring::generate_key_file_contents(),
-    )
-    .unwrap();
+    // The sandbox's own key, so that its services can open what the binary sealed.
+    let key = app.sandbox.app.config.crypto.key_file.clone();
     let base = app.sandbox.emulator.base_url();
     let config = dir.join("atlassync.toml");
     std::fs::write(
@@ -137,7 +135,10 @@ async fn import_exchanges_each_token_and_reports_bad_lines_by_number(pool: PgPoo
         stderr.contains("line 3 (ghost)") && stderr.contains("invalid_grant"),
         "{stderr}"
     );
-    assert!(stderr.contains("2 imported, 2 failed"), "{stderr}");
+    assert!(
+        stderr.contains("2 imported, 0 already imported, 2 failed"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(&mia_token) && !stderr.contains(&sam_token));
 
     let rows: Vec<(String, Option<String>, chrono::DateTime<chrono::Utc>)> =
@@ -175,4 +176,111 @@ async fn importing_an_account_that_already_consented_renews_its_grant(pool: PgPo
     .unwrap();
     assert!(connected.renewed);
     assert_eq!(app.grant_count().await, 1);
+}
+
+/// Runs `atlassync grants import` with `input` on stdin.
+async fn run_import(config: &std::path::Path, input: String) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atlassync"))
+        .arg("--config")
+        .arg(config)
+        .args(["grants", "import"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn importing_the_same_file_twice_after_the_leeway_revokes_no_family(pool: PgPool) {
+    let app = TestApp::start(pool.clone()).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let (_, sam) = app.site_and_user("globex", "Sam", "UTC");
+    let mia_token = foreign_refresh_token(&app, &mia).await;
+    let sam_token = foreign_refresh_token(&app, &sam).await;
+    let config = write_config(&app, &pool);
+    let input = format!(
+        "{{\"label\":\"mia\",\"refresh_token\":\"{mia_token}\"}}\n\
+         {{\"label\":\"sam\",\"refresh_token\":\"{sam_token}\"}}\n"
+    );
+    let first = run_import(&config, input.clone()).await;
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    // An operator re-runs the whole file later, after Atlassian's 10-minute reuse leeway.
+    app.clock.advance(chrono::Duration::minutes(11));
+    let second = run_import(&config, input).await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("0 imported, 2 already imported, 0 failed"),
+        "{stderr}"
+    );
+
+    let counters = app.sandbox.emulator.counters();
+    assert_eq!(counters.family_revocations, 0, "{counters:?}");
+    assert_eq!(counters.refreshes, 2, "each token was presented once");
+    assert_eq!(app.grant_count().await, 2, "one grant per account");
+    // The stored tokens are the live ones.
+    app.clock.advance(chrono::Duration::days(35));
+    let report = app.sweep(&app.refresher("worker")).await;
+    assert_eq!(report.rotated, 2, "{report:?}");
+    assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
+}
+
+#[sqlx::test]
+async fn an_import_whose_profile_lookup_failed_is_identified_at_the_next_revalidation(
+    pool: PgPool,
+) {
+    let app = TestApp::start(pool.clone()).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let (_, sam) = app.site_and_user("globex", "Sam", "UTC");
+    // Sam has consented already; his imported duplicate must not become a second grant.
+    assert_eq!(app.consent("sam", &sam).await.0, 200);
+    for (label, account) in [("mia", &mia), ("sam-imported", &sam)] {
+        let token = foreign_refresh_token(&app, account).await;
+        app.sandbox
+            .emulator
+            .inject_fault(Fault::new(FaultKind::InternalError, "/me"));
+        let result =
+            import_refresh_token(&app.sandbox.app, label, &RefreshToken::new(token), None).await;
+        assert!(
+            matches!(result, Err(OnboardError::Unidentified { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(app.grant_count().await, 3);
+
+    let report = app.revalidate(&app.refresher("worker")).await;
+    assert_eq!(report.checked, 2, "{report:?}");
+    let grants = app.grants().await;
+    assert_eq!(grants.len(), 2, "one grant per account: {grants:#?}");
+    let mia_grant = grants
+        .iter()
+        .find(|g| g.label == "mia")
+        .expect("mia's grant");
+    assert_eq!(
+        mia_grant.account_id.as_ref().map(|a| a.as_str()),
+        Some(mia.as_str())
+    );
+    let sites: i64 = sqlx::query_scalar("SELECT count(*) FROM sites WHERE grant_id = $1")
+        .bind(mia_grant.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sites, 2, "identified and revalidated: Jira and Confluence");
+    assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
 }

@@ -1,0 +1,42 @@
+//! The `presented_refresh_tokens` table: digests of refresh tokens already presented to
+//! Atlassian, so none is ever presented twice by an import (after the reuse leeway that
+//! would revoke the family).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::crypto::digest;
+use crate::domain::{GrantId, RefreshToken};
+
+/// Records that `token` is about to be presented. Returns false when it was presented
+/// before (by an import or a rotation), in which case it must not be presented again.
+pub async fn record_presented(
+    conn: &mut PgConnection,
+    token: &RefreshToken,
+    grant_id: Option<GrantId>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO presented_refresh_tokens (digest, grant_id, presented_at)
+         VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest(token.expose().as_bytes()))
+    .bind(grant_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Forgets a presentation that Atlassian certainly did not act on (it answered with an
+/// error before rotating), so the token may be presented again.
+pub async fn forget_presented(
+    conn: &mut PgConnection,
+    token: &RefreshToken,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM presented_refresh_tokens WHERE digest = $1")
+        .bind(digest(token.expose().as_bytes()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
