@@ -13,6 +13,7 @@ use crate::store::grants::{self, Grant};
 /// A condition worth an alert.
 #[derive(Debug, Clone, Copy)]
 pub struct Condition<'a> {
+    /// Which alert; with the grant and `site` it makes the dedupe key (one open alert each).
     pub kind: AlertKind,
     /// For site conditions: which site.
     pub site: Option<&'a SiteKey>,

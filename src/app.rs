@@ -16,10 +16,15 @@ use crate::oauth::TokenClient;
 /// Shared services. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct App {
+    /// The validated configuration; a reload builds a new `App` rather than changing this one.
     pub config: Arc<Config>,
+    /// The Postgres pool (`database.url`, `database.max_connections`), kept across reloads.
     pub pool: PgPool,
+    /// Business time: the system clock in production, a manual clock in tests and the demo.
     pub clock: Arc<dyn Clock>,
+    /// The token endpoint client, on `atlassian.auth_base_url`.
     pub tokens: TokenClient,
+    /// The gateway client, on `atlassian.api_base_url`.
     pub api: ApiClient,
     /// The shared HTTP client (one connection pool) for product calls.
     pub http: reqwest::Client,

@@ -23,24 +23,39 @@ const NONCE_LEN: usize = 24;
 /// Why a key file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Unreadable {
+        /// The key file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file does not hold 32 base64-encoded bytes.
     #[error(
         "{path} must hold 32 random bytes, base64-encoded on one line (openssl rand -base64 32)"
     )]
-    Malformed { path: PathBuf },
+    Malformed {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A previous key failed to load; reported under `crypto.previous_key_files`.
     #[error("previous key {path}: {reason}")]
-    Previous { path: PathBuf, reason: String },
+    Previous {
+        /// The key file, one of `crypto.previous_key_files`.
+        path: PathBuf,
+        /// The underlying error, as for the current key.
+        reason: String,
+    },
 }
 
 /// Why a sealed value could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// No configured key has the stored key id: a previous key was removed too early.
     #[error("sealed with key `{0}`, which is not configured (add it to crypto.previous_key_files)")]
     UnknownKey(String),
+    /// The key is known but the value does not authenticate: altered, or bound to another row.
     #[error(
         "sealed value does not authenticate under key `{0}` (tampered, or bound to another row)"
     )]
@@ -50,7 +65,9 @@ pub enum OpenError {
 /// A value sealed under one key: `nonce || ciphertext+tag`, and the key's id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Sealed {
+    /// Which key sealed it: the first 4 bytes of the key's SHA-256, in hex.
     pub key_id: String,
+    /// The 24-byte nonce, then the ciphertext with its tag.
     pub bytes: Vec<u8>,
 }
 

@@ -14,8 +14,10 @@ pub const CONNECT_PATH: &str = "connect";
 /// Why an invite link was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InviteError {
+    /// The signature verifies under no configured key, or the payload is not an invite.
     #[error("this invite link is not valid (it was altered or cut short); ask for a new link")]
     Tampered,
+    /// Signed correctly, but it expired at the given instant.
     #[error("this invite link expired at {0}; ask for a new link")]
     Expired(DateTime<Utc>),
 }
@@ -23,7 +25,9 @@ pub enum InviteError {
 /// What an invite carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invite {
+    /// The label the grant made from this invite will carry.
     pub label: String,
+    /// When the link stops working; whole seconds in the signed payload.
     #[serde(with = "chrono::serde::ts_seconds")]
     pub expires_at: DateTime<Utc>,
 }

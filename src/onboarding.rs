@@ -16,14 +16,19 @@ use crate::store::{is_unique_violation, presented_tokens};
 /// Why a grant could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardError {
+    /// The token endpoint refused the code or the refresh token.
     #[error("token exchange failed: {0}")]
     Token(#[from] TokenError),
+    /// The answer had no refresh token: `offline_access` was not granted.
     #[error("Atlassian issued no refresh token: the app must request offline_access")]
     NoRefreshToken,
+    /// `/me` failed, so the account is unknown.
     #[error("reading the user's profile (/me) failed: {0}")]
     Profile(#[source] ApiError),
+    /// accessible-resources failed.
     #[error("reading accessible-resources failed: {0}")]
     Sites(#[source] ApiError),
+    /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
     /// The token was presented before (imported, or rotated by atlassync): presenting it
@@ -32,11 +37,14 @@ pub enum OnboardError {
         "this refresh token was already presented to Atlassian (imported before, or rotated since); it is skipped, because presenting it again would revoke its token family"
     )]
     AlreadyPresented,
+    /// An imported token was exchanged and its successor saved, but identifying the account failed.
     #[error(
         "the rotated refresh token is saved as grant {grant_id}, but identifying it failed: {cause}; the daemon identifies it at its next revalidation"
     )]
     Unidentified {
+        /// The grant row holding the rotated token, with no account.
         grant_id: GrantId,
+        /// Why identification failed: [`OnboardError::Profile`] or [`OnboardError::Sites`].
         cause: Box<OnboardError>,
     },
 }
@@ -44,10 +52,13 @@ pub enum OnboardError {
 /// A grant as it stands after onboarding.
 #[derive(Debug, Clone)]
 pub struct Connected {
+    /// The grant now holding the family: an existing one when `renewed`.
     pub grant_id: GrantId,
     /// True when an existing grant of the same account was renewed.
     pub renewed: bool,
+    /// Who consented, from `/me`.
     pub account: Account,
+    /// The grant's active sites after this consent.
     pub sites: Vec<StoredSite>,
 }
 
@@ -290,6 +301,7 @@ fn family_record(
         family_deadline: family_started_at + policy.absolute_expiry,
         rotated_at: now,
         refresh_idle_deadline: now + policy.inactivity_expiry,
-        next_refresh_at: now + policy.keepalive_after,
+        // Jittered like every keep-alive, so that a bulk import does not come due at once.
+        next_refresh_at: crate::lifecycle::keepalive_due(policy, now),
     }
 }

@@ -12,18 +12,31 @@ use crate::store::sites::{self, StoredSite};
 /// One grant as `grants list` shows it.
 #[derive(Debug, Serialize)]
 pub struct GrantReport {
+    /// The grant's id; only in `--json`.
     pub id: GrantId,
+    /// The invite's label; not unique.
     pub label: String,
+    /// `None` for an import whose account could not be identified (`(unidentified)`).
     pub account_id: Option<AccountId>,
+    /// From `/me`; only in `--json`.
     pub account_name: Option<String>,
+    /// Health: `active`, `degraded`, `needs_reauth` or `disabled`.
     pub status: GrantStatus,
+    /// Why the status was set; the table shows its first 40 characters.
     pub status_reason: Option<String>,
+    /// Every site row of the grant, revoked ones included.
     pub sites: Vec<StoredSite>,
+    /// When the stored access token expires; `None` when none is stored.
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token dies unless rotated: last rotation + `tokens.inactivity_expiry`.
     pub refresh_idle_deadline: DateTime<Utc>,
+    /// When the token family ends regardless: its start + `tokens.absolute_expiry`.
     pub family_deadline: DateTime<Utc>,
+    /// Set while an exchange is in flight; still set with no lease held, one was interrupted.
     pub refresh_started_at: Option<DateTime<Utc>>,
+    /// Failed refreshes in a row.
     pub failure_streak: i32,
+    /// The last refresh failure; cleared by a success.
     pub last_error: Option<String>,
 }
 

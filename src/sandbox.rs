@@ -24,7 +24,9 @@ pub type Overrides = BTreeMap<String, String>;
 /// A running emulator and consent server sharing one clock.
 #[derive(Debug)]
 pub struct Sandbox {
+    /// The services, configured for the emulator and for serving at `http_base`.
     pub app: App,
+    /// The running emulator; its methods add sites and users, queue consents, and so on.
     pub emulator: EmulatorHandle,
     /// Where the consent server listens.
     pub http_base: Url,

@@ -9,8 +9,10 @@ use crate::domain::{Product, SpaceRow};
 /// One page of `GET /wiki/api/v2/spaces`.
 #[derive(Debug, Deserialize)]
 pub struct SpacesPage {
+    /// The page's spaces, kept as JSON until [`space_row`] reads their columns.
     #[serde(default)]
     pub results: Vec<Value>,
+    /// `_links`: its `next` is absent on the last page.
     #[serde(rename = "_links", default)]
     pub links: Links,
 }
@@ -18,6 +20,7 @@ pub struct SpacesPage {
 /// `_links` of a v2 listing.
 #[derive(Debug, Default, Deserialize)]
 pub struct Links {
+    /// The next page as a site-relative URL carrying `cursor`; absent on the last page.
     pub next: Option<String>,
 }
 

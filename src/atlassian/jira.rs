@@ -29,10 +29,13 @@ pub const SYNC_FIELDS: &[&str] = &[
 /// One page of `search/jql`. Issues stay raw JSON text until their columns are read.
 #[derive(Debug, Deserialize)]
 pub struct SearchPage {
+    /// The page's issues as raw JSON text; [`issue_row`] or [`issue_id`] reads them.
     #[serde(default)]
     pub issues: Vec<Box<RawValue>>,
+    /// `nextPageToken`, sent back for the next page; missing, empty or repeated at the end.
     #[serde(rename = "nextPageToken", default)]
     pub next_page_token: Option<String>,
+    /// `isLast`: `Some(true)` on the last page; not every answer carries it.
     #[serde(rename = "isLast", default)]
     pub is_last: Option<bool>,
 }

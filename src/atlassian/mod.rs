@@ -35,7 +35,9 @@ pub enum ApiError {
     /// Rate limited; `reason` is Atlassian's `RateLimit-Reason`.
     #[error("rate limited (HTTP 429, {reason}){}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
     RateLimited {
+        /// `Retry-After`, when the answer carried one.
         retry_after: Option<Duration>,
+        /// `RateLimit-Reason`, or `unspecified` when the header is missing.
         reason: String,
     },
     /// 5xx, timeouts, connection resets, unreadable bodies: retry later.
@@ -43,7 +45,12 @@ pub enum ApiError {
     Transient(String),
     /// Any other answer, with Atlassian's message.
     #[error("HTTP {status}: {message}")]
-    Http { status: u16, message: String },
+    Http {
+        /// The status: none of 401, 404, 408, 429 or 5xx, which have their own variants.
+        status: u16,
+        /// Atlassian's message, from the gateway, Jira or Confluence error body.
+        message: String,
+    },
 }
 
 /// The gateway client. Cheap to clone; shares one connection pool.

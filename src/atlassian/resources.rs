@@ -8,9 +8,13 @@ use crate::domain::{AccessToken, AccountId, CloudId, Product, Site};
 /// One entry of accessible-resources.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccessibleResource {
+    /// The site's cloud id; the same for every product entry of one site.
     pub id: String,
+    /// The site's name.
     pub name: String,
+    /// The site's base URL, e.g. `https://acme.atlassian.net`.
     pub url: String,
+    /// The scopes granted on this entry; the only hint of which product it is.
     #[serde(default)]
     pub scopes: Vec<String>,
 }
@@ -18,9 +22,12 @@ pub struct AccessibleResource {
 /// The consenting user, from `/me`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Profile {
+    /// Atlassian's account id, stable for the life of the account; grants are unique by it.
     pub account_id: AccountId,
+    /// The display name, when the profile shares it.
     #[serde(default)]
     pub name: Option<String>,
+    /// The email address, when the profile shares it.
     #[serde(default)]
     pub email: Option<String>,
 }

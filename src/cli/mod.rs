@@ -101,8 +101,10 @@ enum SitesCommand {
 /// An error that decides the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// The configuration is invalid: exit code 2.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Anything else: exit code 1.
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
 }

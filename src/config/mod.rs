@@ -40,13 +40,28 @@ pub const DEFAULT_SCOPES: &[&str] = &[
 pub enum ConfigError {
     /// A key is present but its value is unusable.
     #[error("config key `{key}`: {message}")]
-    Invalid { key: String, message: String },
+    Invalid {
+        /// The dotted key, e.g. `tokens.lease_ttl`.
+        key: String,
+        /// What is wrong with the value.
+        message: String,
+    },
     /// A required key is absent.
     #[error("config key `{key}` is required but not set{hint}")]
-    Missing { key: String, hint: String },
+    Missing {
+        /// The dotted key that must be set.
+        key: String,
+        /// Appended to the message as is: empty, or text with a leading space.
+        hint: String,
+    },
     /// The file given with `--config` could not be read or parsed.
     #[error("config file {path}: {message}")]
-    File { path: PathBuf, message: String },
+    File {
+        /// The configuration file, or `(inline)` for [`Config::from_toml`].
+        path: PathBuf,
+        /// Why it could not be read or parsed.
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -76,15 +91,25 @@ impl ConfigError {
 /// The validated configuration of one atlassync process.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[database]`; changes need a restart (a reload keeps the pool).
     pub database: DatabaseConfig,
+    /// `[atlassian]`: the OAuth app and Atlassian's hosts.
     pub atlassian: AtlassianConfig,
+    /// `[tokens]`: the grant lifecycle policy.
     pub tokens: TokenPolicy,
+    /// `[schedule]`: when each job runs.
     pub schedule: ScheduleConfig,
+    /// `[http]`: the consent server; `listen` changes need a restart.
     pub http: HttpConfig,
+    /// `[crypto]`: the keys, already loaded.
     pub crypto: CryptoConfig,
+    /// `[alerts]`: validated, but nothing delivers alerts yet.
     pub alerts: AlertsConfig,
+    /// `[jira]`: what the Jira sync covers.
     pub jira: JiraConfig,
+    /// `[sync]`: pacing and windows of the sync.
     pub sync: SyncConfig,
+    /// `[log]`: applied once at start-up; a reload does not change it.
     pub log: LogConfig,
 }
 
@@ -102,26 +127,37 @@ pub struct SyncConfig {
     /// Retries of one request after transient failures.
     pub max_retries: u32,
 }
+/// `[database]`: the Postgres that holds all state.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// May carry a password, hence secret.
     pub url: SecretString,
+    /// Pool size (`database.max_connections`, default 10).
     pub max_connections: u32,
 }
 
 /// `[atlassian]`: the OAuth 2.0 (3LO) app and the hosts it talks to.
 #[derive(Debug, Clone)]
 pub struct AtlassianConfig {
+    /// The app's client id from Atlassian's developer console.
     pub client_id: String,
+    /// From `client_secret` or `client_secret_file` (trimmed); never printed.
     pub client_secret: SecretString,
+    /// The registered callback URL; the consent server serves the callback at its path.
     pub redirect_uri: Url,
+    /// Requested at consent; validation guarantees `offline_access` and `read:me`.
     pub scopes: Vec<String>,
+    /// The authorization server (`/authorize`, `/oauth/token`); default
+    /// `https://auth.atlassian.com`.
     pub auth_base_url: Url,
+    /// The API gateway; default `https://api.atlassian.com`.
     pub api_base_url: Url,
+    /// Timeout of each HTTP request to Atlassian: a `std` duration for the HTTP client, not
+    /// business time.
     pub request_timeout: Duration,
 }
 
-/// `[tokens]`: the grant lifecycle policy. See DESIGN.md "Token lifecycle".
+/// `[tokens]`: the grant lifecycle policy (docs/architecture.md, "Token lifecycle").
 #[derive(Debug, Clone)]
 pub struct TokenPolicy {
     /// Refresh an access token this long before it expires.
@@ -145,10 +181,15 @@ pub struct TokenPolicy {
 /// `[schedule]`: cron expressions, UTC, seconds field optional.
 #[derive(Debug, Clone)]
 pub struct ScheduleConfig {
+    /// `schedule.token_sweep`; default every minute.
     pub token_sweep: Schedule,
+    /// `schedule.revalidate`; default 00:07, 06:07, 12:07 and 18:07.
     pub revalidate: Schedule,
+    /// `schedule.jira_sync`; default every 5 minutes.
     pub jira_sync: Schedule,
+    /// `schedule.jira_reconcile`; default daily at 03:23.
     pub jira_reconcile: Schedule,
+    /// `schedule.confluence_sync`; default hourly at :17.
     pub confluence_sync: Schedule,
 }
 
@@ -168,9 +209,11 @@ impl ScheduleConfig {
 /// `[http]`: the admin and consent server.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// The consent server's address; bound once at start-up, so a change needs a restart.
     pub listen: SocketAddr,
     /// The URL users reach this server at; invite links live under it.
     pub public_url: Url,
+    /// Validated (not empty if set) but not used yet: there are no admin endpoints.
     pub admin_token: Option<SecretString>,
     /// How long an invite link stays valid.
     pub invite_ttl: TimeDelta,
@@ -179,7 +222,9 @@ pub struct HttpConfig {
 /// `[crypto]`: keys that seal tokens at rest and sign invite links.
 #[derive(Debug, Clone)]
 pub struct CryptoConfig {
+    /// The current key: seals new tokens and signs links.
     pub key_file: PathBuf,
+    /// Older keys: only open values sealed, and verify links signed, before a rotation.
     pub previous_key_files: Vec<PathBuf>,
     /// Loaded from the files above during validation.
     pub keyring: Keyring,
@@ -188,7 +233,9 @@ pub struct CryptoConfig {
 /// `[alerts]`
 #[derive(Debug, Clone)]
 pub struct AlertsConfig {
+    /// Validated but not used yet: nothing delivers alerts.
     pub webhook_url: Option<Url>,
+    /// Required when `webhook_url` is set; not used yet.
     pub webhook_secret: Option<SecretString>,
 }
 
@@ -202,6 +249,7 @@ pub struct JiraConfig {
 /// `[log]`
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// `pretty` or `json`; applied once at start-up.
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info,atlassync=debug`.
     pub filter: String,
@@ -211,7 +259,9 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines (the default).
     Pretty,
+    /// One JSON object per line.
     Json,
 }
 

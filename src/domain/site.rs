@@ -14,7 +14,9 @@ use super::CloudId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Product {
+    /// Jira: entries whose scopes mention `jira`.
     Jira,
+    /// Confluence: entries whose scopes mention `confluence` (and none `jira`).
     Confluence,
 }
 
@@ -62,10 +64,15 @@ impl Product {
 /// A site as atlassync keys it: (cloud id, product).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
+    /// The site's cloud id, shared by its products.
     pub cloud_id: CloudId,
+    /// Which product this entry is, inferred from its scopes.
     pub product: Product,
+    /// The site's name.
     pub name: String,
+    /// The site's base URL.
     pub url: String,
+    /// The scopes the grant holds on this site for this product.
     pub scopes: Vec<String>,
 }
 

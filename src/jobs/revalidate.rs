@@ -21,10 +21,15 @@ const CONCURRENCY: usize = 4;
 /// What one revalidation pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RevalidationReport {
+    /// Grants whose accessible-resources answer was applied.
     pub checked: usize,
+    /// Grants not checked this time: no token, an API error, or renewed while being read.
     pub skipped: usize,
+    /// Sites newly marked revoked.
     pub sites_revoked: usize,
+    /// Active sites lacking a required scope, or carrying a scope error from a sync.
     pub sites_with_missing_scopes: usize,
+    /// Grants left without any active site (moved to `needs_reauth`).
     pub lost_all_sites: usize,
 }
 
@@ -75,8 +80,11 @@ pub async fn run_once(
 /// What applying a fresh site list changed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AppliedSites {
+    /// Sites newly marked revoked.
     pub revoked: usize,
+    /// Active sites lacking a required scope, or carrying a scope error from a sync.
     pub missing_scopes: usize,
+    /// True when no site is active any more: the grant is moved to `needs_reauth`.
     pub lost_all_sites: bool,
 }
 

@@ -24,19 +24,28 @@ const CONCURRENCY: usize = 2;
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
+    /// Sites run (a site handed to another grant counts once).
     pub sites: usize,
+    /// Runs that finished.
     pub ok: usize,
+    /// Runs put off: the points budget, a quota pause, or no elected grant.
     pub deferred: usize,
+    /// Runs that ended in an error (see `sync_runs.error`).
     pub failed: usize,
+    /// Rows inserted or updated, over all runs.
     pub upserted: i64,
+    /// Rows soft-deleted, over all runs.
     pub deleted: i64,
 }
 
 /// The pieces a sync needs, shared by every run of one process.
 #[derive(Debug, Clone)]
 pub struct Syncer {
+    /// The services of the current configuration generation.
     pub app: App,
+    /// This process's refresher, shared with the token sweep (single-flight per grant).
     pub refresher: Refresher,
+    /// Burst-429 slowdowns per (site, endpoint); they carry over a reload.
     pub throttles: Throttles,
 }
 

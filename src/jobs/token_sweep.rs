@@ -18,11 +18,17 @@ const BATCH: i64 = CONCURRENCY as i64;
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
+    /// Exchanges persisted.
     pub rotated: usize,
+    /// Grants whose token family the token endpoint declared gone.
     pub needs_reauth: usize,
+    /// Failed exchanges rescheduled with backoff.
     pub retrying: usize,
+    /// Grants whose lease was lost (nothing written), or abandoned by a failpoint.
     pub lease_lost: usize,
+    /// `family_expiring` alerts raised.
     pub family_warnings: usize,
+    /// Grants moved to `needs_reauth` because their family deadline passed.
     pub family_expired: usize,
 }
 

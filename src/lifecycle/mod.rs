@@ -1,5 +1,5 @@
 //! The token lifecycle: when a grant's tokens must be exchanged, and the one component that
-//! exchanges them. See DESIGN.md "Token lifecycle".
+//! exchanges them. docs/architecture.md, "Token lifecycle", walks through the whole protocol.
 
 mod refresher;
 

@@ -45,7 +45,12 @@ pub enum RefreshOutcome {
     /// Atlassian says the family is gone; the grant now needs a new consent.
     NeedsReauth(String),
     /// A transient failure; retried later. `streak` counts failures in a row.
-    Retrying { streak: i32, error: String },
+    Retrying {
+        /// Failures in a row, this one included (`grants.failure_streak`).
+        streak: i32,
+        /// The failure, as recorded in `grants.last_error`.
+        error: String,
+    },
     /// The lease was lost to another worker; nothing was written.
     LeaseLost,
     /// The failpoint fired: the exchange happened and nothing was persisted.
@@ -55,18 +60,25 @@ pub enum RefreshOutcome {
 /// Why no access token could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenUnavailable {
+    /// No grant has this id.
     #[error("grant {0} does not exist")]
     UnknownGrant(GrantId),
+    /// The grant needs a new consent; carries the reason.
     #[error("grant needs a new consent: {0}")]
     NeedsReauth(String),
+    /// The grant is `disabled`.
     #[error("grant is disabled")]
     Disabled,
+    /// The refresh failed for now; the grant is rescheduled.
     #[error("token refresh failed, will retry: {0}")]
     Retrying(String),
+    /// Another process kept the lease for longer than `tokens.lease_ttl` plus 5 s.
     #[error("another worker is refreshing this grant")]
     Busy,
+    /// A stored token does not open with the configured keys.
     #[error("stored token cannot be opened: {0}")]
     Sealed(#[from] crate::crypto::OpenError),
+    /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }

@@ -13,10 +13,13 @@ use crate::transport::{describe_transport_error, join};
 /// A successful token response.
 #[derive(Debug, Clone)]
 pub struct TokenSet {
+    /// Good for `expires_in` (an hour at Atlassian).
     pub access_token: AccessToken,
     /// Absent when Atlassian did not rotate (observed occasionally): keep the old one.
     pub refresh_token: Option<RefreshToken>,
+    /// The access token's lifetime (`expires_in`; 3600 s when the answer omits it).
     pub expires_in: chrono::TimeDelta,
+    /// The granted scopes (`scope`, space-separated); empty when the answer omits it.
     pub scopes: Vec<String>,
 }
 
@@ -27,8 +30,11 @@ pub enum TokenError {
     /// consent helps. Never retry with the same token.
     #[error("HTTP {status} {error}: {description}")]
     InvalidGrant {
+        /// The HTTP status of the answer.
         status: u16,
+        /// The OAuth `error` code: `invalid_grant` or `unauthorized_client`.
         error: String,
+        /// `error_description`, or the start of the body when there is none.
         description: String,
     },
     /// Atlassian rejected the app's own credentials: a configuration problem affecting every
@@ -37,13 +43,19 @@ pub enum TokenError {
         "the app's client credentials were rejected (HTTP {status} {error}: {description}); check atlassian.client_id and atlassian.client_secret"
     )]
     ClientRejected {
+        /// The HTTP status: 401, or any with `invalid_client` or `access_denied`.
         status: u16,
+        /// The OAuth `error` code, or `(no error code)`.
         error: String,
+        /// `error_description`, or the start of the body when there is none.
         description: String,
     },
     /// Rate limited: wait at least `retry_after` if given.
     #[error("rate limited (HTTP 429){}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// `Retry-After`, when sent; the refresher waits at most an hour whatever it says.
+        retry_after: Option<Duration>,
+    },
     /// 5xx or a connection that never reached Atlassian: retry with backoff and the same
     /// token.
     #[error("transient failure: {0}")]
@@ -56,8 +68,11 @@ pub enum TokenError {
     /// A request Atlassian calls malformed: a bug here, not a grant problem.
     #[error("request rejected (HTTP {status} {error}: {description})")]
     Rejected {
+        /// The HTTP status: an unsuccessful one no other variant covers (usually a 4xx).
         status: u16,
+        /// The OAuth `error` code, or `(no error code)`.
         error: String,
+        /// `error_description`, or the start of the body when there is none.
         description: String,
     },
 }
@@ -181,10 +196,13 @@ impl TokenClient {
                     .refresh_token
                     .filter(|t| !t.is_empty())
                     .map(RefreshToken::new),
-                expires_in: chrono::TimeDelta::try_seconds(
-                    i64::try_from(parsed.expires_in.unwrap_or(3600)).unwrap_or(i64::MAX),
-                )
-                .unwrap_or(chrono::TimeDelta::days(1)),
+                // Atlassian says an hour; an absurd answer is capped at a day, so that
+                // instant arithmetic on it can never overflow.
+                expires_in: chrono::TimeDelta::seconds(
+                    i64::try_from(parsed.expires_in.unwrap_or(3600))
+                        .unwrap_or(i64::MAX)
+                        .min(86_400),
+                ),
                 scopes: parsed
                     .scope
                     .unwrap_or_default()

@@ -23,16 +23,25 @@ use crate::store::{api_budget, synced_sites};
 /// Why a call gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// No access token could be had for the grant.
     #[error(transparent)]
     Token(#[from] TokenUnavailable),
+    /// An API error that retries did not cure, or that no retry can cure.
     #[error(transparent)]
     Api(#[from] ApiError),
     /// Atlassian's hourly quota is exhausted: no request until `until`.
     #[error("the app's hourly points quota is exhausted; all requests wait until {until}")]
-    QuotaPaused { until: DateTime<Utc> },
+    QuotaPaused {
+        /// When requests may resume: `Retry-After` (believed up to 2 h) or the next UTC hour.
+        until: DateTime<Utc>,
+    },
     /// Sync has spent its share of this hour's points; it resumes next hour.
     #[error("sync has used its share of this hour's points budget; resuming at {until}")]
-    BudgetDeferred { until: DateTime<Utc> },
+    BudgetDeferred {
+        /// The start of the next UTC hour.
+        until: DateTime<Utc>,
+    },
+    /// The database failed (budget, scope error or alert writes).
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }

@@ -11,10 +11,15 @@ use crate::domain::{AccountId, GrantId, SiteKey};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
+    /// The grant needs a new consent: its family is gone, past its deadline, or reaches no site.
     NeedsReauth,
+    /// The family deadline is within `tokens.reauth_warning`; the alert carries the deadline.
     FamilyExpiring,
+    /// accessible-resources no longer lists a site the grant reached.
     SiteRevoked,
+    /// A site lacks a required scope, or the gateway answered "scope does not match".
     ScopesMissing,
+    /// `tokens.degraded_after` refresh failures in a row.
     Degraded,
 }
 
@@ -34,15 +39,23 @@ impl AlertKind {
 /// An alert to open.
 #[derive(Debug, Clone)]
 pub struct NewAlert {
+    /// Which condition.
     pub kind: AlertKind,
+    /// The grant concerned; its alerts are deleted with it.
     pub grant_id: GrantId,
+    /// Copied from the grant, so the row reads without a join; `None` for an unidentified import.
     pub account_id: Option<AccountId>,
+    /// The grant's label, copied like `account_id`.
     pub label: String,
     /// For site alerts: which site.
     pub site: Option<SiteKey>,
+    /// What broke, in words an operator can act on.
     pub reason: String,
+    /// When the condition began, which may be before the alert is opened.
     pub since: DateTime<Utc>,
+    /// When the condition becomes (or became) fatal, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
+    /// A fresh invite link for the grant's label, valid for `http.invite_ttl`.
     pub reconsent_url: String,
 }
 
@@ -136,18 +149,31 @@ pub async fn resolve_grant_alerts(
 /// An alert row as stored.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct StoredAlert {
+    /// Increases in the order alerts are opened.
     pub id: i64,
+    /// An [`AlertKind`] name, e.g. `needs_reauth`.
     pub kind: String,
+    /// The grant concerned.
     pub grant_id: GrantId,
+    /// The grant's account when the alert was opened; `None` for an unidentified import.
     pub account_id: Option<AccountId>,
+    /// The grant's label when the alert was opened.
     pub label: String,
+    /// For site alerts: the site's cloud id.
     pub cloud_id: Option<String>,
+    /// For site alerts: `jira` or `confluence`.
     pub product: Option<String>,
+    /// What broke, in words an operator can act on.
     pub reason: String,
+    /// When the condition began.
     pub since: DateTime<Utc>,
+    /// When the condition becomes (or became) fatal, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
+    /// An invite link for the grant's label, valid for `http.invite_ttl` from `opened_at`.
     pub reconsent_url: String,
+    /// When the row was written.
     pub opened_at: DateTime<Utc>,
+    /// When the condition cleared; `None` while open.
     pub resolved_at: Option<DateTime<Utc>>,
 }
 

@@ -9,8 +9,11 @@ use crate::domain::{AccessToken, AccountId, GrantId, GrantStatus, RefreshToken};
 /// The user a grant belongs to, from `/me`.
 #[derive(Debug, Clone)]
 pub struct Account {
+    /// Atlassian's account id; at most one grant per account.
     pub account_id: AccountId,
+    /// The display name, if `/me` shared it.
     pub name: Option<String>,
+    /// The email address, if `/me` shared it.
     pub email: Option<String>,
 }
 
@@ -38,45 +41,81 @@ pub fn seal_access_token(keyring: &Keyring, grant_id: GrantId, token: &AccessTok
 /// A new token family's tokens and deadlines, sealed for `grant_id`.
 #[derive(Debug, Clone)]
 pub struct FamilyRecord {
+    /// The row the tokens are sealed for; they open only there.
     pub grant_id: GrantId,
+    /// Sealed for `grant_id`'s refresh token column.
     pub refresh_token: Sealed,
+    /// Sealed for `grant_id`'s access token column.
     pub access_token: Sealed,
+    /// When the first access token expires.
     pub access_expires_at: DateTime<Utc>,
+    /// The granted scopes, from the token answer.
     pub scopes: Vec<String>,
+    /// When the family began: the consent, or an import's `consented_at`.
     pub family_started_at: DateTime<Utc>,
+    /// `family_started_at` + `tokens.absolute_expiry`.
     pub family_deadline: DateTime<Utc>,
+    /// When the current refresh token was issued.
     pub rotated_at: DateTime<Utc>,
+    /// `rotated_at` + `tokens.inactivity_expiry`.
     pub refresh_idle_deadline: DateTime<Utc>,
+    /// When the sweep first rotates the refresh token to keep it alive.
     pub next_refresh_at: DateTime<Utc>,
 }
 
 /// One grant as stored.
 #[derive(Debug, Clone)]
 pub struct Grant {
+    /// Primary key; also bound into every sealed token of the row.
     pub id: GrantId,
+    /// The invite's label; not unique.
     pub label: String,
+    /// `None` only for an import whose account could not be identified.
     pub account_id: Option<AccountId>,
+    /// The display name, if `/me` shared it.
     pub account_name: Option<String>,
+    /// The email address, if `/me` shared it.
     pub account_email: Option<String>,
+    /// Health, kept apart from the deadlines below.
     pub status: GrantStatus,
+    /// Why the status was last set; cleared when the grant returns to `active`.
     pub status_reason: Option<String>,
+    /// When the status last changed.
     pub status_since: DateTime<Utc>,
+    /// The granted scopes, as of the latest token answer that listed any.
     pub scopes: Vec<String>,
+    /// `refresh_token_sealed` with `refresh_token_key_id`; opened by [`Grant::refresh_token`].
     pub refresh_token: Sealed,
+    /// Bumped on every persisted rotation: the fence that discards a stale exchange's result.
     pub token_version: i64,
+    /// `access_token_sealed` with `access_token_key_id`; `None` if never stored.
     pub access_token: Option<Sealed>,
+    /// When the stored access token expires.
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the stored refresh token was issued; an answer without a new one leaves it.
     pub refresh_rotated_at: DateTime<Utc>,
+    /// When the stored refresh token dies if not exchanged (Atlassian's inactivity expiry).
     pub refresh_idle_deadline: DateTime<Utc>,
+    /// When the current token family began; a renewal changes it.
     pub family_started_at: DateTime<Utc>,
+    /// When the family ends whatever happens (Atlassian's absolute expiry).
     pub family_deadline: DateTime<Utc>,
+    /// Set when an exchange starts, cleared when its result is persisted: set on an unleased
+    /// row, it means an exchange was interrupted.
     pub refresh_started_at: Option<DateTime<Utc>>,
+    /// When the sweep next claims the grant: keep-alive, or a retry.
     pub next_refresh_at: DateTime<Utc>,
+    /// When an exchange last succeeded.
     pub last_refreshed_at: Option<DateTime<Utc>>,
+    /// Failed exchanges in a row; `tokens.degraded_after` of them mark the grant `degraded`.
     pub failure_streak: i32,
+    /// The last exchange failure; cleared by a success.
     pub last_error: Option<String>,
+    /// Who holds the lease: a worker name, `host:pid:suffix` in the daemon.
     pub leased_by: Option<String>,
+    /// When the lease expires; an expired lease is free to take.
     pub leased_until: Option<DateTime<Utc>>,
+    /// Bumped on every lease taken: fences writes made under an older lease.
     pub lease_epoch: i64,
 }
 
@@ -292,8 +331,11 @@ pub async fn all_grants(conn: &mut PgConnection) -> Result<Vec<Grant>, sqlx::Err
 /// made under it is fenced on (`id`, `holder`, `epoch`).
 #[derive(Debug, Clone)]
 pub struct Lease {
+    /// The worker's name (`grants.leased_by`).
     pub holder: String,
+    /// `grants.lease_epoch` as this lease set it.
     pub epoch: i64,
+    /// When the lease expires.
     pub until: DateTime<Utc>,
 }
 
@@ -400,11 +442,17 @@ pub async fn mark_refresh_started(
 pub struct Rotation {
     /// `None` when Atlassian did not rotate: the stored refresh token stays.
     pub refresh_token: Option<Sealed>,
+    /// The new access token, sealed for the grant.
     pub access_token: Sealed,
+    /// When the new access token expires.
     pub access_expires_at: DateTime<Utc>,
+    /// The answer's scopes; empty keeps the stored ones.
     pub scopes: Vec<String>,
+    /// When the exchange completed; becomes `refresh_rotated_at` only with a new refresh token.
     pub rotated_at: DateTime<Utc>,
+    /// The refresh token's inactivity deadline (unchanged without a new refresh token).
     pub refresh_idle_deadline: DateTime<Utc>,
+    /// When the sweep next claims the grant.
     pub next_refresh_at: DateTime<Utc>,
 }
 

@@ -23,10 +23,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Why the database could not be reached or prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No connection to `database.url` within the pool's 10 s acquire timeout.
     #[error("cannot connect to database.url: {0}")]
     Connect(#[source] sqlx::Error),
+    /// A migration failed.
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
 }

@@ -9,15 +9,25 @@ use crate::domain::{CloudId, GrantId, Product, Site, SiteKey};
 /// A site as stored for one grant.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct StoredSite {
+    /// The grant that reaches the site.
     pub grant_id: GrantId,
+    /// The site's cloud id.
     pub cloud_id: CloudId,
+    /// Which product of the site.
     pub product: Product,
+    /// The site's name, as last listed.
     pub name: String,
+    /// The site's base URL, as last listed.
     pub url: String,
+    /// The scopes the grant holds on it, as last listed.
     pub scopes: Vec<String>,
+    /// Scopes this product needs (from `atlassian.scopes`) that `scopes` lacks.
     pub missing_scopes: Vec<String>,
+    /// `active`, or `revoked` once accessible-resources stops listing it.
     pub status: String,
+    /// A gateway "scope does not match" seen while syncing; cleared when the scope list changes.
     pub scope_error: Option<String>,
+    /// When it was marked revoked.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

@@ -9,12 +9,19 @@ use crate::domain::{GrantId, SyncKind};
 /// Counters of one run, written when it ends.
 #[derive(Debug, Default, Clone)]
 pub struct RunTotals {
+    /// Rows inserted or updated.
     pub upserted: i64,
+    /// Rows soft-deleted.
     pub deleted: i64,
+    /// Soft-deleted Jira issues a reconcile found again.
     pub restored: i64,
+    /// Requests sent, retries included.
     pub requests: i64,
+    /// Points spent: 1 per request plus 1 per object returned.
     pub points_used: i64,
+    /// The app's points left this UTC hour at the end, as far as atlassync knows.
     pub points_remaining: Option<i64>,
+    /// The Jira watermark of the last committed batch; `None` when nothing was committed.
     pub watermark_after: Option<DateTime<Utc>>,
 }
 

@@ -9,12 +9,19 @@ use crate::domain::{CloudId, GrantId, Product, SiteKey, SyncKind};
 /// A site as the sync sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SyncedSite {
+    /// The site's cloud id.
     pub cloud_id: CloudId,
+    /// Which product of the site.
     pub product: Product,
+    /// The site's name, from the most recently seen `sites` row.
     pub name: String,
+    /// The site's base URL, from the most recently seen `sites` row.
     pub url: String,
+    /// The grant the site syncs through; `None` when no healthy grant reaches it.
     pub elected_grant_id: Option<GrantId>,
+    /// The operator's preferred grant (`sites pin`), elected while it is `active` and healthy.
     pub pinned_grant_id: Option<GrantId>,
+    /// Jira only: every issue updated before this instant has been committed.
     pub jira_watermark: Option<DateTime<Utc>>,
 }
 
@@ -218,12 +225,19 @@ pub async fn get_site(
 /// and pinned grants.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SiteOverview {
+    /// The site's name.
     pub name: String,
+    /// Which product of the site.
     pub product: Product,
+    /// The site's cloud id.
     pub cloud_id: CloudId,
+    /// The elected grant's label; `None` when no healthy grant reaches the site.
     pub elected: Option<String>,
+    /// The pinned grant's label, if any.
     pub pinned: Option<String>,
+    /// The Jira watermark; `None` for Confluence and before the first Jira sync.
     pub watermark: Option<DateTime<Utc>>,
+    /// When the last successful incremental or spaces run ended.
     pub synced: Option<DateTime<Utc>>,
 }
 

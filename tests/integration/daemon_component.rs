@@ -24,8 +24,9 @@ async fn a_daemon_cancelled_mid_sweep_finishes_every_exchange_it_started(pool: P
         assert_eq!(app.consent(&format!("user-{i}"), &account).await.0, 200);
     }
     let before = app.grants().await;
-    // Every grant is due for a keep-alive rotation, and every exchange is slow.
-    app.clock.advance(chrono::Duration::days(31));
+    // Every grant is due for a keep-alive rotation (30 days plus up to 3 of jitter), and
+    // every exchange is slow.
+    app.clock.advance(chrono::Duration::days(34));
     app.sandbox.emulator.inject_fault(
         Fault::new(FaultKind::Latency { millis: 600 }, "/oauth/token").times(GRANTS as u32),
     );

@@ -22,7 +22,7 @@ async fn a_database_outage_right_after_an_exchange_loses_no_rotation() {
     }
     // Every grant is due for a keep-alive rotation, and Atlassian answers slowly, so the
     // database can go away between the exchange and its persist.
-    app.clock.advance(chrono::Duration::days(31));
+    app.clock.advance(chrono::Duration::days(34));
     app.sandbox
         .emulator
         .inject_fault(Fault::new(FaultKind::Latency { millis: 1500 }, "/oauth/token").times(3));

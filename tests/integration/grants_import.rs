@@ -166,10 +166,10 @@ async fn importing_an_account_that_already_consented_renews_its_grant(pool: PgPo
     let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
     assert_eq!(app.consent("mia", &mia).await.0, 200);
     let token = foreign_refresh_token(&app, &mia).await;
-    let connected = atlassync::onboarding::import_refresh_token(
+    let connected = import_refresh_token(
         &app.sandbox.app,
         "mia-imported",
-        &atlassync::domain::RefreshToken::new(token),
+        &RefreshToken::new(token),
         None,
     )
     .await

@@ -1,4 +1,4 @@
-//! Confluence v2 through the gateway: `GET /wiki/api/v2/spaces` (atlassian-api.md §7.1, §7.3).
+//! Confluence v2 through the gateway: `GET /wiki/api/v2/spaces`.
 //!
 //! Cursor paging: the cursor is a sealed (sort, last position) pair, `_links.next` is relative
 //! to the site (`/wiki/api/v2/spaces?cursor=…&limit=N` plus the request's other parameters),
@@ -25,7 +25,7 @@ use super::spaces::{
     ConfluenceSite, Space, SpaceFilter, SpacePosition, SpaceSort, SpaceStatus, SpaceType,
 };
 
-/// v2 accepts granular scopes only (§7.1, §9).
+/// v2 accepts granular scopes only.
 const READ_SPACES: ScopeRequirement = ScopeRequirement::any_of(&[&["read:space:confluence"]]);
 
 const DEFAULT_LIMIT: i64 = 25;

@@ -1,5 +1,5 @@
 //! The API gateway (`api.atlassian.com`): bearer authentication shared by every gateway
-//! endpoint, and the identity endpoints (atlassian-api.md §2, §3, §6.8).
+//! endpoint, and the identity endpoints (`/me`, accessible-resources, Jira's `myself`).
 //!
 //! Product endpoints take a [`Caller`] (the extractor answers 401 for a missing, unknown,
 //! expired or revoked token) and then call [`Caller::authorize`] with the endpoint's
@@ -26,7 +26,7 @@ pub(crate) use super::state::Caller;
 use super::state::Site;
 use super::{Product, confluence, jira};
 
-/// Gateway-level refusals, with the bodies 3LO callers observe (atlassian-api.md §3).
+/// Gateway-level refusals, with the bodies 3LO callers get from Atlassian's gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum GatewayError {
     /// Missing, malformed, unknown, expired or revoked bearer token.
@@ -35,8 +35,8 @@ pub(crate) enum GatewayError {
     /// Valid token whose grant lacks the endpoint's scopes (a 401, not a 403).
     #[error("Unauthorized; scope does not match")]
     ScopeMismatch,
-    /// A cloud id outside the grant, or a site without the product (⚠ undocumented; the
-    /// API notes suggest this body).
+    /// A cloud id outside the grant, or a site without the product (⚠ Atlassian documents
+    /// neither the status nor the body; this is a best guess).
     #[error("Not Found")]
     UnknownSite,
 }
@@ -73,10 +73,10 @@ impl ScopeRequirement {
     }
 }
 
-/// `GET /me` (atlassian-api.md §2.2, §9).
+/// `GET /me`: needs `read:me`.
 pub(crate) const READ_ME: ScopeRequirement = ScopeRequirement::any_of(&[&["read:me"]]);
 
-/// `GET /rest/api/3/myself` (atlassian-api.md §6.8, §9; classic, or the granular Beta set).
+/// `GET /rest/api/3/myself`: the classic scope, or the granular (Beta) set Atlassian lists.
 pub(crate) const JIRA_MYSELF: ScopeRequirement = ScopeRequirement::any_of(&[
     &["read:jira-user"],
     &[
@@ -235,7 +235,7 @@ async fn me(caller: Caller) -> Result<Json<Value>, GatewayError> {
     })))
 }
 
-/// `GET /ex/jira/{cloudid}/rest/api/3/myself` (atlassian-api.md §6.8): `timeZone` is the
+/// `GET /ex/jira/{cloudid}/rest/api/3/myself`: `timeZone` is the
 /// user's *Jira* zone; `self` uses the gateway form on this server.
 async fn jira_myself(
     caller: Caller,
@@ -275,7 +275,7 @@ async fn jira_myself(
         "expand": "groups,applicationRoles",
     });
     let mut response = ([("x-aaccountid", user.account_id.clone())], Json(body)).into_response();
-    // One user: an identity object, 2 points (atlassian-api.md §8.1).
+    // One user: an identity object, 2 points in Atlassian's points model.
     response.extensions_mut().insert(Cost(2));
     Ok(response)
 }

@@ -1,4 +1,4 @@
-//! Jira's issue JSON (`IssueBean`, atlassian-api.md §6.2, §6.6): field selection, the field
+//! Jira's issue JSON (`IssueBean`): field selection, the field
 //! shapes, timestamps in the caller's Jira time zone, and `self` links in the gateway form.
 
 use std::collections::HashMap;
@@ -78,7 +78,8 @@ impl FieldSelection {
         FieldSelection::Fields(chosen)
     }
 
-    /// The per-page cap for this selection (atlassian-api.md §6.2: 5000 id/key-only, else 100).
+    /// The per-page cap for this selection (Atlassian: 5000 when only ids or keys are asked
+    /// for, else 100).
     pub(crate) fn page_cap(&self) -> usize {
         match self {
             FieldSelection::IdOnly => 5000,

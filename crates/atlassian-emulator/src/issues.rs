@@ -1,5 +1,5 @@
 //! One site's Jira data: projects, issues, the deleted-issues set, and the ordered indexes that
-//! make a search page cost O(page size · log n) (atlassian-api.md §6).
+//! make a search page cost O(page size · log n).
 //!
 //! Issues live in a `BTreeMap` by numeric id; `by_updated`, `by_created` and `key_order` are
 //! secondary indexes kept in step by every write. A search walks the index of its first

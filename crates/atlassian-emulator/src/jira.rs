@@ -1,6 +1,5 @@
-//! Jira REST v3 through the gateway (atlassian-api.md §6): `search/jql` (GET and POST),
-//! `search/approximate-count`, `issue/bulkfetch`, `issue/{idOrKey}`, and the removed legacy
-//! search (410).
+//! Jira REST v3 through the gateway: `search/jql` (GET and POST), `search/approximate-count`,
+//! `issue/bulkfetch`, `issue/{idOrKey}`, and the removed legacy search (410).
 //!
 //! Page tokens are sealed cursors (see [`page_token`](super::page_token)): the query's
 //! fingerprint, the instant relative dates are read against (fixed at the first page, so a
@@ -76,9 +75,9 @@ const ISSUE_READ: ScopeRequirement = ScopeRequirement::any_of(&[
 /// Jira's answer to a body it cannot read.
 const INVALID_PAYLOAD: &str =
     "Invalid request payload. Refer to the REST API documentation and try again.";
-/// §6.5.
+/// Jira's 404 text for an issue that is unknown or hidden from the caller.
 const ISSUE_NOT_FOUND: &str = "Issue does not exist or you do not have permission to see it.";
-/// §6.1.
+/// Jira's 410 text for the removed legacy search endpoints.
 const SEARCH_REMOVED: &str = "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046";
 /// ⚠ The real text for a bad or expired token is undocumented.
 const BAD_PAGE_TOKEN: &str = "The provided next page token is invalid or expired.";
@@ -362,7 +361,7 @@ async fn search_post(
     search(&shared, &caller, &cloud_id, &site.name, request, quirk)
 }
 
-/// One page of `search/jql` (§6.2), possibly with an injected quirk.
+/// One page of `search/jql`, possibly with an injected quirk.
 fn search(
     shared: &Shared,
     caller: &Caller,
@@ -457,7 +456,7 @@ struct CountBody {
     jql: Option<String>,
 }
 
-/// `POST /search/approximate-count` (§6.3): exact in the emulator.
+/// `POST /search/approximate-count`: exact in the emulator.
 async fn approximate_count(
     caller: Caller,
     AxumState(shared): AxumState<Arc<Shared>>,
@@ -495,7 +494,7 @@ struct BulkFetchBody {
     fields_by_keys: Option<bool>,
 }
 
-/// `POST /issue/bulkfetch` (§6.4): up to the configured cap, ascending id, unknown or deleted
+/// `POST /issue/bulkfetch`: up to the configured cap, ascending id, unknown or deleted
 /// issues silently left out.
 async fn bulkfetch(
     caller: Caller,
@@ -547,7 +546,7 @@ async fn bulkfetch(
     ))
 }
 
-/// `GET /issue/{idOrKey}` (§6.5): default fields `*all`; 404 with Jira's text when the issue is
+/// `GET /issue/{idOrKey}`: default fields `*all`; 404 with Jira's text when the issue is
 /// unknown or deleted.
 async fn get_issue(
     caller: Caller,
@@ -580,7 +579,7 @@ async fn get_issue(
     }
 }
 
-/// `/rest/api/{2,3,latest}/search` and `/rest/api/3/search/id`: removed (§6.1).
+/// `/rest/api/{2,3,latest}/search` and `/rest/api/3/search/id`: removed by Atlassian (410).
 async fn legacy_search(caller: Caller, Path(cloud_id): Path<String>) -> JiraResult {
     caller.authorize(SEARCH_GET, &cloud_id, Product::Jira)?;
     Err(JiraError::Gone(SEARCH_REMOVED.to_owned()))

@@ -1,4 +1,4 @@
-//! The JQL subset a sync sends (atlassian-api.md §6.2, §6.7): a lexer, a parser into a syntax
+//! The JQL subset a sync sends: a lexer, a parser into a syntax
 //! tree, and a compiler that resolves fields, values and date literals into a [`Filter`] the
 //! issue store evaluates.
 //!
@@ -850,7 +850,8 @@ const DEFAULT_ORDER: SortTerm = SortTerm {
     descending: true,
 };
 
-/// Parses and compiles `jql`, requiring a search restriction (atlassian-api.md §6.2).
+/// Parses and compiles `jql`, requiring a search restriction (Jira's `search/jql` refuses
+/// unbounded queries).
 pub(crate) fn compile_bounded(
     jql: &str,
     context: &Context,

@@ -1,7 +1,8 @@
 //! The built-in Atlassian Cloud emulator.
 //!
-//! A product feature, not a test mock: it is written from `atlassian-api.md` alone and shares no
-//! code with the daemon's clients (`oauth`, `atlassian`), so the two cannot agree on a misreading.
+//! A product feature, not a test mock: it is written from Atlassian's published API
+//! documentation alone and shares no code with the daemon's clients (`oauth`, `atlassian`), so
+//! the two cannot agree on a misreading.
 //! One axum router on one port serves both hosts of the real service: the authorization server
 //! (`/authorize`, `/oauth/token`) and the API gateway (`/oauth/token/accessible-resources`,
 //! `/me`, `/ex/{product}/{cloudid}/...`), plus a JSON control API under `/_emulator/`.
@@ -87,22 +88,22 @@ pub struct EmulatorConfig {
     pub code_ttl: Duration,
     /// Whether revoking a family (reuse detection, password change, app revocation) also kills
     /// its outstanding access tokens at once, rather than letting them live until `exp`.
-    /// Atlassian does not document which (⚠ UNCERTAIN in the API notes).
+    /// Atlassian does not document which (⚠ uncertain).
     pub revocation_kills_access_tokens: bool,
     /// Which error body a failed refresh gets.
     pub refresh_error_variant: RefreshErrorVariant,
-    /// Points per UTC hour of each product's app quota (atlassian-api.md §8.1 Tier 1: 65,000);
+    /// Points per UTC hour of each product's app quota (Atlassian's Tier 1: 65,000);
     /// `None` disables the quota. Jira and Confluence have separate pools.
     pub quota_points_per_hour: Option<u64>,
-    /// Burst limit per tenant × endpoint × method, in requests per second (§8.1: 100);
+    /// Burst limit per tenant × endpoint × method, in requests per second (Atlassian: 100);
     /// `None` disables it.
     pub burst_requests_per_second: Option<u32>,
     /// Which clock refills burst buckets (wall time by default, so a frozen test clock does not
     /// starve them).
     pub burst_clock: BurstClock,
-    /// How long a `search/jql` `nextPageToken` stays valid (§6.2: 7 days).
+    /// How long a `search/jql` `nextPageToken` stays valid (Atlassian: 7 days).
     pub page_token_ttl: Duration,
-    /// Most ids or keys one `issue/bulkfetch` accepts (§6.4: 100).
+    /// Most ids or keys one `issue/bulkfetch` accepts (Atlassian: 100).
     pub bulkfetch_max_issues: usize,
     /// Serve `"nextPageToken": null` on the last search page instead of omitting it (both are
     /// observed; the schema only allows omission).

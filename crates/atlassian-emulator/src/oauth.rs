@@ -1,5 +1,5 @@
 //! The authorization server: `GET /authorize`, `POST /authorize/decision`, `POST /oauth/token`
-//! (atlassian-api.md §1.1, §1.2).
+//! (Atlassian's OAuth 2.0 (3LO) flow).
 
 use std::sync::Arc;
 
@@ -254,7 +254,7 @@ async fn decide(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) -> Respo
 
 // ----- /oauth/token ----------------------------------------------------------------------------
 
-/// Token-endpoint failures and their exact wire bodies (atlassian-api.md §1.2.4).
+/// Token-endpoint failures and their wire bodies, as Atlassian documents them.
 #[derive(Debug, thiserror::Error)]
 enum TokenError {
     /// 400 `invalid_request`: malformed body or a missing parameter.
@@ -446,7 +446,7 @@ fn grant_tokens(
         return Err(TokenError::UnsupportedGrantType(grant_type.to_owned()));
     }
     let policy = state.policy().clone();
-    // Wrong *or missing* client credentials are a 401 (atlassian-api.md §1.2.4).
+    // Wrong *or missing* client credentials are a 401, as Atlassian documents.
     if request.client_id.as_deref() != Some(policy.client_id.as_str())
         || request.client_secret.as_deref() != Some(policy.client_secret.as_str())
     {

@@ -1,6 +1,6 @@
-//! Rate limits of the product APIs (atlassian-api.md §8): a points quota per app and product
-//! per UTC hour, and burst token buckets per tenant × endpoint × method, with the headers of
-//! §8.2 on every answer.
+//! Rate limits of the product APIs, as Atlassian documents them: a points quota per app and
+//! product per UTC hour, and burst token buckets per tenant × endpoint × method, with
+//! Atlassian's rate-limit headers on every answer.
 //!
 //! - Quota: each answered request costs 1 point plus what the handler reports in a [`Cost`]
 //!   extension (1 per issue or space returned, 2 per user). Once the hour's points are spent,
@@ -329,7 +329,7 @@ impl RateLimiter {
             }
             policies.push(format!("\"global-app-quota\";q={limit};w=3600"));
             let reset = seconds_until(next_hour(now), now);
-            // `r` appears only once more than 80 % of the budget is spent (§8.2).
+            // `r` appears only once more than 80 % of the budget is spent (Atlassian's rule).
             let value = if pool.used.saturating_mul(5) > limit.saturating_mul(4) {
                 format!("\"global-app-quota\";r={remaining};t={reset}")
             } else {

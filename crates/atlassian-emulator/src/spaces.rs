@@ -1,4 +1,4 @@
-//! One site's Confluence spaces (atlassian-api.md §7.1) and the filtered, sorted, keyset-paged
+//! One site's Confluence spaces and the filtered, sorted, keyset-paged
 //! listing behind `GET /wiki/api/v2/spaces`.
 
 use std::cmp::Ordering;

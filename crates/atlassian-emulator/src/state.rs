@@ -3,7 +3,7 @@
 //! Every rule is a plain method over an explicit `now`, so unit tests drive it without HTTP or
 //! a clock. Tokens are stored only as SHA-256 digests ([`TokenHash`]).
 //!
-//! Model (atlassian-api.md §1.1, §1.3):
+//! Model (Atlassian's published rules for 3LO consent and refresh-token rotation):
 //! - One grant per (client, account). The emulator knows exactly one client, so grants are
 //!   keyed by account id. A grant is a set of sites plus a list of scopes.
 //! - Each consent adds the chosen sites to the grant and *replaces* its scopes with the newly
@@ -596,7 +596,7 @@ impl State {
         Ok(self.issue(family, now))
     }
 
-    /// Exchanges a refresh token (atlassian-api.md §1.3). In order:
+    /// Exchanges a refresh token by Atlassian's documented rotation rules. In order:
     /// 1. unknown token, revoked family, or family older than `absolute_expiry` → rejected;
     /// 2. the current token: rejected if unused for longer than `inactivity_expiry` since its
     ///    issue, otherwise rotated (marked rotated at `now`) and a new current token issued;

@@ -1627,7 +1627,7 @@ fn assert_fields_valid(api: &OpenApi, issue: &Value, what: &str) {
             "status" => api.component("StatusDetails"),
             "issuetype" => api.component("IssueTypeDetails"),
             "project" => api.component("ProjectDetails"),
-            // A requested-but-empty field is `null` (atlassian-api.md §6.6).
+            // A requested-but-empty field is `null`, as Atlassian documents.
             "priority" => nullable(api.component("Priority")),
             "assignee" | "reporter" | "creator" => nullable(api.component("UserDetails")),
             "labels" => json!({"type": "array", "items": {"type": "string"}}),
@@ -1701,8 +1701,9 @@ async fn served_bodies_validate_against_the_published_openapi_schemas() {
     assert_fields_valid(&jira, &issue, "issue");
     assert_eq!(issue["fields"]["assignee"], Value::Null);
 
-    // bulkfetch. Documented exception: real responses (atlassian-api.md §6.4, and the spec's own
-    // example) carry a top-level `expand` that `BulkIssueResults` does not declare.
+    // bulkfetch. Documented exception: real responses (per Atlassian's documentation, and the
+    // OpenAPI document's own example) carry a top-level `expand` that `BulkIssueResults` does
+    // not declare.
     let mut bulk = json_of(
         env.post(
             env.jira("issue/bulkfetch"),
@@ -1750,7 +1751,7 @@ async fn served_bodies_validate_against_the_published_openapi_schemas() {
     assert_valid(&jira, &jira.component("User"), &myself, "myself");
 
     // Confluence spaces, with and without description and icon. Documented exception
-    // (atlassian-api.md §7.1, DESIGN.md): `description` and `icon` are `null` unless asked for,
+    // (docs/architecture.md, "The emulator"): `description` and `icon` are `null` unless asked for,
     // which the schema's `$ref`s do not allow.
     let mut listing = confluence.doc["paths"]["/spaces"]["get"]["responses"]["200"]["content"]
         ["application/json"]["schema"]
