@@ -45,6 +45,30 @@ pub fn join(base: &Url, path: &str) -> Url {
     url
 }
 
+/// The longest error text kept from a response, in characters.
+const MAX_ERROR_TEXT: usize = 200;
+
+/// Atlassian's own words from an error body field, made safe to store and log: one line,
+/// no control characters, at most 200 characters. Raw bodies are never kept: a proxy's page
+/// may reflect the request, and with it a token.
+pub fn error_text(field: &str) -> String {
+    let clean: String = field
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_TEXT)
+        .collect();
+    clean.trim().to_owned()
+}
+
+/// What is said of a body that carried no error field atlassync reads: its size only.
+pub fn withheld_body(body: &[u8]) -> String {
+    if body.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        format!("({}-byte body not shown)", body.len())
+    }
+}
+
 /// `Retry-After` as integer seconds, or an HTTP date read defensively.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers

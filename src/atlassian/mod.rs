@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::domain::{AccessToken, CloudId, Product};
-use crate::transport::{describe_transport_error, join, retry_after};
+use crate::transport::{describe_transport_error, error_text, join, retry_after, withheld_body};
 
 /// What a failed API call means to the caller.
 #[derive(Debug, thiserror::Error)]
@@ -275,36 +275,34 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
 }
 
 /// Reads whichever error shape Atlassian used: gateway `{"code","message"}`, Jira
-/// `{"errorMessages":[..]}`, Confluence v2 `{"errors":[{"title"}]}`, or plain text.
+/// `{"errorMessages":[..]}`, Confluence v2 `{"errors":[{"title"}]}`. Anything else (a
+/// proxy's HTML page, plain text) is described by its size only: it may reflect the request.
 fn error_message(body: &[u8]) -> String {
-    let text = || {
-        String::from_utf8_lossy(&body[..body.len().min(300)])
-            .trim()
-            .to_owned()
-    };
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return text();
+        return withheld_body(body);
     };
     if let Some(message) = value.get("message").and_then(|m| m.as_str()) {
-        return message.to_owned();
+        return error_text(message);
     }
     if let Some(messages) = value.get("errorMessages").and_then(|m| m.as_array())
         && !messages.is_empty()
     {
-        return messages
+        let joined = messages
             .iter()
             .filter_map(|m| m.as_str())
             .collect::<Vec<_>>()
             .join("; ");
+        return error_text(&joined);
     }
     if let Some(errors) = value.get("errors").and_then(|m| m.as_array()) {
-        return errors
+        let joined = errors
             .iter()
             .filter_map(|e| e.get("title").and_then(|t| t.as_str()))
             .collect::<Vec<_>>()
             .join("; ");
+        return error_text(&joined);
     }
-    text()
+    withheld_body(body)
 }
 
 #[cfg(test)]

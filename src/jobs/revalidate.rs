@@ -267,17 +267,22 @@ pub async fn apply_sites(
             .await?;
         }
     }
+    // No site at all is not proof that the family is dead (a site admin may have removed
+    // the user's product access for a while): the grant stays active, is kept alive and
+    // re-checked, and the alert resolves when a site returns. Only the token endpoint's
+    // invalid_grant, or the family deadline, means a new consent is needed.
     if changes.active.is_empty() {
         applied.lost_all_sites = true;
-        let reason = "no Jira or Confluence site is accessible to this grant any more";
-        alerts::transition(
+        let reason = "no Jira or Confluence site is accessible to this grant for now; it is kept alive and re-checked at every revalidation (a site admin may have removed the user's product access)";
+        alerts::raise(
             conn,
             app,
             grant,
-            GrantStatus::NeedsReauth,
-            alerts::Condition::new(AlertKind::NeedsReauth, reason, now),
+            alerts::Condition::new(AlertKind::NoSites, reason, now),
         )
         .await?;
+    } else {
+        alerts::clear(conn, app, grant, AlertKind::NoSites, None).await?;
     }
     Ok(applied)
 }

@@ -5,7 +5,6 @@ use futures_util::StreamExt;
 
 use crate::alerts;
 use crate::app::App;
-use crate::domain::GrantStatus;
 use crate::lifecycle::{RefreshOutcome, Refresher};
 use crate::store::alerts::AlertKind;
 use crate::store::grants;
@@ -30,6 +29,8 @@ pub struct SweepReport {
     pub family_warnings: usize,
     /// Grants moved to `needs_reauth` because their family deadline passed.
     pub family_expired: usize,
+    /// `inactivity_expiring` alerts raised.
+    pub inactivity_warnings: usize,
 }
 
 /// One pass of the sweep: until nothing is due (or `stop` is set between batches).
@@ -39,7 +40,8 @@ pub async fn run_once(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<SweepReport, sqlx::Error> {
     let mut report = SweepReport::default();
-    warn_and_expire_families(app, &mut report).await?;
+    warn_and_expire_families(app, refresher, &mut report).await?;
+    warn_of_inactivity(app, &mut report).await?;
     {
         // Consent attempts nobody finished.
         let mut conn = app.pool.acquire().await?;
@@ -84,7 +86,11 @@ pub async fn run_once(
 /// Raises `family_expiring` for grants within `reauth_warning` of their 365-day deadline, and
 /// marks grants past it as needing a new consent (the refresh would fail anyway; saying so
 /// now names the real cause).
-async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result<(), sqlx::Error> {
+async fn warn_and_expire_families(
+    app: &App,
+    refresher: &Refresher,
+    report: &mut SweepReport,
+) -> Result<(), sqlx::Error> {
     let now = app.clock.now();
     let warning = app.config.tokens.reauth_warning;
     let mut conn = app.pool.acquire().await?;
@@ -105,25 +111,64 @@ async fn warn_and_expire_families(app: &App, report: &mut SweepReport) -> Result
             report.family_warnings += 1;
         }
     }
-    for grant in grants::grants_past_family_deadline(&mut conn, now).await? {
+    let expired = grants::grants_past_family_deadline(&mut conn, now).await?;
+    if let Some((reached, resume)) = &refresher.failpoints().pause_before_family_expiry
+        && !expired.is_empty()
+    {
+        reached.notify_one();
+        resume.notified().await;
+    }
+    for grant in expired {
         let reason = format!(
             "the token family reached its absolute deadline ({})",
             grant.family_deadline.format("%Y-%m-%d %H:%M UTC")
         );
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        if alerts::transition(
-            &mut tx,
-            app,
-            &grant,
-            GrantStatus::NeedsReauth,
-            alerts::Condition::new(AlertKind::NeedsReauth, &reason, grant.family_deadline)
-                .due(grant.family_deadline),
-        )
-        .await?
-        {
+        // The write carries the condition: a consent since the read keeps the grant alive.
+        if grants::expire_family(&mut tx, grant.id, &reason, now).await? {
+            alerts::raise(
+                &mut tx,
+                app,
+                &grant,
+                alerts::Condition::new(AlertKind::NeedsReauth, &reason, grant.family_deadline)
+                    .due(grant.family_deadline),
+            )
+            .await?;
             report.family_expired += 1;
         }
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Raises `inactivity_expiring` for grants whose refresh token nears Atlassian's inactivity
+/// expiry because keep-alive keeps failing (warned `tokens.reauth_warning` ahead, like the
+/// family deadline), and resolves it once a rotation moved the deadline away.
+async fn warn_of_inactivity(app: &App, report: &mut SweepReport) -> Result<(), sqlx::Error> {
+    let now = app.clock.now();
+    let warning = app.config.tokens.reauth_warning;
+    let mut conn = app.pool.acquire().await?;
+    for grant in grants::grants_nearing_inactivity_deadline(&mut conn, now, warning).await? {
+        let reason = format!(
+            "the refresh token has not rotated since {} (keep-alive keeps failing: {}); Atlassian expires it on {} and the user must then consent again",
+            grant.refresh_rotated_at.format("%Y-%m-%d %H:%M UTC"),
+            grant.last_error.as_deref().unwrap_or("no error recorded"),
+            grant.refresh_idle_deadline.format("%Y-%m-%d %H:%M UTC")
+        );
+        if alerts::raise(
+            &mut conn,
+            app,
+            &grant,
+            alerts::Condition::new(AlertKind::InactivityExpiring, &reason, now)
+                .due(grant.refresh_idle_deadline),
+        )
+        .await?
+        {
+            report.inactivity_warnings += 1;
+        }
+    }
+    for grant in grants::grants_past_inactivity_risk(&mut conn, now, warning).await? {
+        alerts::clear(&mut conn, app, &grant, AlertKind::InactivityExpiring, None).await?;
     }
     Ok(())
 }

@@ -24,7 +24,6 @@ use crate::domain::{AccessToken, GrantId};
 use crate::oauth::TokenError;
 use crate::store::alerts::AlertKind;
 use crate::store::grants::{self, Grant, Lease, Rotation};
-use crate::store::presented_tokens;
 
 /// No retry waits longer than this, whatever a server's `Retry-After` says.
 const MAX_RETRY_DELAY: TimeDelta = TimeDelta::hours(1);
@@ -35,6 +34,9 @@ pub struct Failpoints {
     /// Abandon the work right after a successful exchange, before persisting anything and
     /// without releasing the lease: what a killed process leaves behind.
     pub crash_after_exchange: bool,
+    /// Pause the token sweep between reading the grants past their family deadline and
+    /// marking them: notifies the first, then waits for the second.
+    pub pause_before_family_expiry: Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
 }
 
 /// What one refresh attempt came to.
@@ -107,6 +109,11 @@ impl Refresher {
     pub fn with_failpoints(mut self, failpoints: Failpoints) -> Self {
         self.failpoints = failpoints;
         self
+    }
+
+    /// The crash points armed on this refresher (none in production).
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.failpoints
     }
 
     /// The name this process's leases carry.
@@ -237,22 +244,6 @@ impl Refresher {
         let Some(lease) = grant.lease(now).filter(|l| l.holder == self.holder) else {
             return Ok(RefreshOutcome::LeaseLost);
         };
-        {
-            let mut conn = self.app.pool.acquire().await?;
-            let retry_at = lease.until;
-            if !grants::mark_refresh_started(
-                &mut conn,
-                grant.id,
-                &lease,
-                grant.token_version,
-                now,
-                retry_at,
-            )
-            .await?
-            {
-                return Ok(RefreshOutcome::LeaseLost);
-            }
-        }
         let presented = match grant.refresh_token(self.app.keyring()) {
             Ok(token) => token,
             Err(e) => {
@@ -263,10 +254,24 @@ impl Refresher {
             }
         };
         {
-            // Remembered so that an import of this token later is refused. A recovery
-            // presents the same token again on purpose (inside the leeway): no check here.
+            // One statement marks the exchange and remembers the token as presented (so an
+            // import of it later is refused); nothing touches the database between it and
+            // the request.
             let mut conn = self.app.pool.acquire().await?;
-            presented_tokens::record_presented(&mut conn, &presented, Some(grant.id), now).await?;
+            let retry_at = lease.until;
+            if !grants::mark_refresh_started(
+                &mut conn,
+                grant.id,
+                &lease,
+                grant.token_version,
+                &presented,
+                now,
+                retry_at,
+            )
+            .await?
+            {
+                return Ok(RefreshOutcome::LeaseLost);
+            }
         }
         tracing::debug!(grant.id = %grant.id, interrupted = grant.refresh_started_at.is_some(), "exchanging refresh token");
         let result = self.app.tokens.refresh(&presented).await;

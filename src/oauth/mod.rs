@@ -8,7 +8,7 @@ use url::Url;
 
 use crate::config::AtlassianConfig;
 use crate::domain::{AccessToken, AuthorizationCode, RefreshToken};
-use crate::transport::{describe_transport_error, join};
+use crate::transport::{describe_transport_error, error_text, join, withheld_body};
 
 /// A successful token response.
 #[derive(Debug, Clone)]
@@ -223,10 +223,12 @@ fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> 
     } else {
         parsed.error
     };
+    // Only Atlassian's error and error_description fields are kept, never the raw body.
+    let error = error_text(&error);
     let description = if parsed.error_description.is_empty() {
-        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+        withheld_body(body)
     } else {
-        parsed.error_description
+        error_text(&parsed.error_description)
     };
     match (status, error.as_str()) {
         (429, _) => TokenError::RateLimited { retry_after },

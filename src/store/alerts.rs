@@ -11,7 +11,7 @@ use crate::domain::{AccountId, GrantId, SiteKey};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
-    /// The grant needs a new consent: its family is gone, past its deadline, or reaches no site.
+    /// The grant needs a new consent: its family is gone or past its deadline.
     NeedsReauth,
     /// The family deadline is within `tokens.reauth_warning`; the alert carries the deadline.
     FamilyExpiring,
@@ -21,6 +21,12 @@ pub enum AlertKind {
     ScopesMissing,
     /// `tokens.degraded_after` refresh failures in a row.
     Degraded,
+    /// accessible-resources lists no site for the grant (a site admin may have removed the
+    /// user's product access for a while). The grant is kept alive and re-checked.
+    NoSites,
+    /// The refresh token nears Atlassian's inactivity expiry because keep-alive keeps failing;
+    /// the alert carries the deadline.
+    InactivityExpiring,
 }
 
 impl AlertKind {
@@ -32,6 +38,8 @@ impl AlertKind {
             Self::SiteRevoked => "site_revoked",
             Self::ScopesMissing => "scopes_missing",
             Self::Degraded => "degraded",
+            Self::NoSites => "no_sites",
+            Self::InactivityExpiring => "inactivity_expiring",
         }
     }
 }

@@ -418,13 +418,23 @@ pub async fn mark_refresh_started(
     grant_id: GrantId,
     lease: &Lease,
     presented_version: i64,
+    presented: &RefreshToken,
     now: DateTime<Utc>,
     retry_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE grants SET refresh_started_at = COALESCE(refresh_started_at, $4),
-            next_refresh_at = LEAST(next_refresh_at, $5)
-         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3 AND token_version = $6",
+    // The token is recorded as presented in the same statement (a recovery presents it
+    // again on purpose, inside the leeway: a repeat is no conflict).
+    let marked: i64 = sqlx::query_scalar(
+        "WITH marked AS (
+            UPDATE grants SET refresh_started_at = COALESCE(refresh_started_at, $4),
+                next_refresh_at = LEAST(next_refresh_at, $5)
+            WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3 AND token_version = $6
+            RETURNING id),
+         presented AS (
+            INSERT INTO presented_refresh_tokens (digest, grant_id, presented_at)
+            SELECT $7, id, $4 FROM marked
+            ON CONFLICT (digest) DO NOTHING)
+         SELECT count(*) FROM marked",
     )
     .bind(grant_id)
     .bind(&lease.holder)
@@ -432,9 +442,10 @@ pub async fn mark_refresh_started(
     .bind(now)
     .bind(retry_at)
     .bind(presented_version)
-    .execute(conn)
+    .bind(super::presented_tokens::token_digest(presented))
+    .fetch_one(conn)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(marked == 1)
 }
 
 /// The result of a successful exchange, sealed.
@@ -560,6 +571,66 @@ pub async fn set_status(
     .execute(conn)
     .await?;
     Ok(changed.rows_affected() == 1)
+}
+
+/// Marks a grant whose family deadline has passed as needing a new consent, in one
+/// conditional UPDATE: a grant re-consented since it was read (a new family, a later
+/// deadline) is left alone. Returns whether the grant was marked.
+pub async fn expire_family(
+    conn: &mut PgConnection,
+    grant_id: GrantId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE grants SET status = 'needs_reauth', status_reason = $2, status_since = $3,
+            updated_at = $3, refresh_started_at = NULL
+         WHERE id = $1 AND family_deadline <= $3 AND status IN ('active', 'degraded')",
+    )
+    .bind(grant_id)
+    .bind(reason)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// Grants whose refresh token will reach Atlassian's inactivity expiry within `warning`
+/// (keep-alive has been failing) and that have no open `inactivity_expiring` alert.
+pub async fn grants_nearing_inactivity_deadline(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    warning: chrono::TimeDelta,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.* FROM grants g
+         WHERE g.status IN ('active', 'degraded') AND g.refresh_idle_deadline <= $1 + $2
+           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.grant_id = g.id
+                           AND a.kind = 'inactivity_expiring' AND a.resolved_at IS NULL)",
+    )
+    .bind(now)
+    .bind(warning)
+    .fetch_all(conn)
+    .await
+}
+
+/// Grants with an open `inactivity_expiring` alert whose idle deadline has moved out of the
+/// warning window again (a rotation finally landed).
+pub async fn grants_past_inactivity_risk(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    warning: chrono::TimeDelta,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.* FROM grants g
+         WHERE g.refresh_idle_deadline > $1 + $2
+           AND EXISTS (SELECT 1 FROM alerts a WHERE a.grant_id = g.id
+                       AND a.kind = 'inactivity_expiring' AND a.resolved_at IS NULL)",
+    )
+    .bind(now)
+    .bind(warning)
+    .fetch_all(conn)
+    .await
 }
 
 /// Releases a lease, clearing the exchange marker. Returns false when the lease was no

@@ -8,6 +8,11 @@ use sqlx::PgConnection;
 use crate::crypto::digest;
 use crate::domain::{GrantId, RefreshToken};
 
+/// The digest a presented token is remembered by (SHA-256; the token itself is never kept).
+pub fn token_digest(token: &RefreshToken) -> Vec<u8> {
+    digest(token.expose().as_bytes())
+}
+
 /// Records that `token` is about to be presented. Returns false when it was presented
 /// before (by an import or a rotation), in which case it must not be presented again.
 pub async fn record_presented(
@@ -20,7 +25,7 @@ pub async fn record_presented(
         "INSERT INTO presented_refresh_tokens (digest, grant_id, presented_at)
          VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
     )
-    .bind(digest(token.expose().as_bytes()))
+    .bind(token_digest(token))
     .bind(grant_id)
     .bind(now)
     .execute(conn)
@@ -35,7 +40,7 @@ pub async fn forget_presented(
     token: &RefreshToken,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM presented_refresh_tokens WHERE digest = $1")
-        .bind(digest(token.expose().as_bytes()))
+        .bind(token_digest(token))
         .execute(conn)
         .await?;
     Ok(())

@@ -86,3 +86,178 @@ async fn wait_until_exchanges_started(app: &TestApp, count: i64) {
     }
     panic!("the exchanges never started");
 }
+
+#[sqlx::test]
+async fn a_grant_whose_sites_are_all_removed_for_a_while_is_kept_alive(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    let (acme, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+
+    // A site admin removes Mia's product access: accessible-resources lists nothing.
+    app.sandbox.emulator.revoke_site(&mia, &acme);
+    app.clock.advance(chrono::Duration::hours(6));
+    let report = app.revalidate(&refresher).await;
+    assert_eq!(report.lost_all_sites, 1, "{report:?}");
+    let grant = app.grants().await.remove(0);
+    assert_eq!(
+        grant.status,
+        GrantStatus::Active,
+        "no site is not a dead family"
+    );
+    let open_no_sites = |alerts: &[(String, String, bool)]| {
+        alerts
+            .iter()
+            .filter(|(kind, _, resolved)| kind == "no_sites" && !resolved)
+            .count()
+    };
+    assert_eq!(open_no_sites(&app.alerts().await), 1);
+
+    // Four months without a site: keep-alive and revalidation go on as usual.
+    for _ in 0..12 {
+        app.clock.advance(chrono::Duration::days(10));
+        app.sweep(&refresher).await;
+        app.revalidate(&refresher).await;
+    }
+    assert_eq!(
+        open_no_sites(&app.alerts().await),
+        1,
+        "raised once, still open"
+    );
+
+    // Access returns: the alert resolves and the grant reaches the site again.
+    app.sandbox.emulator.restore_site(&mia, &acme);
+    app.clock.advance(chrono::Duration::hours(6));
+    let report = app.revalidate(&refresher).await;
+    assert_eq!(report.lost_all_sites, 0, "{report:?}");
+    assert_eq!(open_no_sites(&app.alerts().await), 0);
+    let grant = app.grants().await.remove(0);
+    assert_eq!(grant.status, GrantStatus::Active);
+    let counters = app.sandbox.emulator.counters();
+    assert_eq!(counters.family_revocations, 0, "{counters:?}");
+    assert_eq!(counters.invalid_grant_errors, 0, "{counters:?}");
+    let sites: i64 = sqlx::query_scalar("SELECT count(*) FROM sites WHERE status = 'active'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(sites, 2, "Jira and Confluence are back");
+}
+
+#[sqlx::test]
+async fn a_consent_between_the_deadline_check_and_the_mark_keeps_the_grant(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    // The family reaches its absolute deadline.
+    app.clock.advance(chrono::Duration::days(366));
+    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let resume = std::sync::Arc::new(tokio::sync::Notify::new());
+    let refresher = app
+        .refresher("worker")
+        .with_failpoints(atlassync::lifecycle::Failpoints {
+            pause_before_family_expiry: Some((reached.clone(), resume.clone())),
+            ..Default::default()
+        });
+    let sweep = tokio::spawn({
+        let app = app.sandbox.app.clone();
+        async move {
+            atlassync::jobs::token_sweep::run_once(
+                &app,
+                &refresher,
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+        }
+    });
+    // The sweep has read the grant as past its deadline; the user consents again now.
+    reached.notified().await;
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    resume.notify_one();
+    let report = sweep.await.unwrap().expect("the sweep runs");
+    assert_eq!(report.family_expired, 0, "{report:?}");
+
+    let grant = app.grants().await.remove(0);
+    assert_eq!(grant.status, GrantStatus::Active, "{grant:#?}");
+    assert!(
+        !app.alerts()
+            .await
+            .iter()
+            .any(|(kind, _, resolved)| kind == "needs_reauth" && !resolved),
+        "no re-consent alert for a grant that was just re-consented"
+    );
+}
+
+#[sqlx::test]
+async fn a_reflected_request_never_reaches_a_column(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    app.clock.advance(chrono::Duration::days(34));
+    // A proxy answers the token request by echoing it: client secret and refresh token.
+    app.sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::ReflectedRequest, "/oauth/token"));
+    let report = app.sweep(&app.refresher("worker")).await;
+    assert_eq!(report.retrying, 1, "{report:?}");
+    let grant = app.grants().await.remove(0);
+    let error = grant.last_error.clone().unwrap_or_default();
+    assert!(error.contains("HTTP 400"), "the status is kept: {error}");
+    let dump = app.database_dump().await;
+    for reflected in ["emulator-secret", "grant_type", "refresh_token\":"] {
+        assert!(
+            !dump.contains(reflected),
+            "`{reflected}` from the reflected body reached a column: {error}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn keep_alive_failing_for_weeks_warns_before_the_inactivity_deadline(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+    let idle_deadline = app.grants().await[0].refresh_idle_deadline;
+    // The token endpoint answers 503 to every refresh from now on.
+    app.sandbox
+        .emulator
+        .set_error_rate(Some(atlassian_emulator::ErrorRate {
+            probability: 1.0,
+            path_prefix: "/oauth/token".into(),
+            kinds: vec![FaultKind::ServiceUnavailable {
+                retry_after_secs: None,
+            }],
+        }));
+    let open = |alerts: &[(String, String, bool)]| {
+        alerts
+            .iter()
+            .filter(|(kind, _, resolved)| kind == "inactivity_expiring" && !resolved)
+            .count()
+    };
+    for _ in 0..7 {
+        app.clock.advance(chrono::Duration::days(10));
+        app.sweep(&refresher).await;
+    }
+    // Day 70: 20 days left, not yet within the 14-day warning.
+    assert_eq!(open(&app.alerts().await), 0);
+    app.clock.advance(chrono::Duration::days(7));
+    let report = app.sweep(&refresher).await;
+    assert_eq!(report.inactivity_warnings, 1, "{report:?}");
+    let (deadline,): (Option<chrono::DateTime<chrono::Utc>>,) = sqlx::query_as(
+        "SELECT deadline FROM alerts WHERE kind = 'inactivity_expiring' AND resolved_at IS NULL",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(deadline, Some(idle_deadline), "the alert says by when");
+
+    // The endpoint recovers: the next keep-alive lands and the warning resolves.
+    app.sandbox.emulator.set_error_rate(None);
+    app.clock.advance(chrono::Duration::days(1));
+    assert_eq!(app.sweep(&refresher).await.rotated, 1);
+    app.sweep(&refresher).await;
+    assert_eq!(open(&app.alerts().await), 0);
+    let grant = app.grants().await.remove(0);
+    assert_eq!(grant.status, GrantStatus::Active);
+    assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
+}

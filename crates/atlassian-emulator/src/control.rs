@@ -79,6 +79,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/users/{account_id}/revoke-app", post(revoke_app))
         .route("/users/{account_id}/change-password", post(change_password))
         .route("/grants/{account_id}/revoke-site", post(revoke_site))
+        .route("/grants/{account_id}/restore-site", post(restore_site))
         .route("/grants/{account_id}/scopes", post(set_scopes))
         .route("/counters", get(counters))
         .route(
@@ -205,6 +206,17 @@ async fn revoke_site(
 ) -> ControlResult {
     let RevokeSite { cloud_id } = parse(&body)?;
     shared.with_state(|s| s.revoke_site(&account_id, &cloud_id))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /_emulator/grants/{account_id}/restore-site {"cloud_id"}` → 204.
+async fn restore_site(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(account_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let RevokeSite { cloud_id } = parse(&body)?;
+    shared.with_state(|s| s.restore_site(&account_id, &cloud_id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

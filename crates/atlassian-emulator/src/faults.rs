@@ -74,6 +74,9 @@ pub enum FaultKind {
     /// `search/jql` ignores `maxResults` and returns up to 10,000 issues (the 2025 regression).
     /// Other endpoints answer normally.
     IgnoredMaxResults,
+    /// `400` with a `text/plain` body that repeats the request body, as a misconfigured proxy
+    /// or WAF in front of the service may: whatever the client sent (a token) comes back.
+    ReflectedRequest,
 }
 
 impl FaultKind {
@@ -92,6 +95,7 @@ impl FaultKind {
             FaultKind::RepeatedPageToken => "repeated_page_token",
             FaultKind::MissingIsLast => "missing_is_last",
             FaultKind::IgnoredMaxResults => "ignored_max_results",
+            FaultKind::ReflectedRequest => "reflected_request",
         }
     }
 
@@ -323,7 +327,8 @@ fn canned(kind: &FaultKind, path: &str, shared: &Shared, now: DateTime<Utc>) -> 
         | FaultKind::MalformedJson
         | FaultKind::RepeatedPageToken
         | FaultKind::MissingIsLast
-        | FaultKind::IgnoredMaxResults => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        | FaultKind::IgnoredMaxResults
+        | FaultKind::ReflectedRequest => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -372,6 +377,17 @@ pub(crate) async fn inject_and_log(
             next.run(request).await
         }
         Some(FaultKind::MalformedJson) => truncate_body(next.run(request).await).await,
+        Some(FaultKind::ReflectedRequest) => {
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let mut response = (StatusCode::BAD_REQUEST, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
         Some(quirk) if quirk.is_search_quirk() => {
             request.extensions_mut().insert(SearchQuirk(quirk));
             next.run(request).await

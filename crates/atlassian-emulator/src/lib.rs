@@ -363,6 +363,16 @@ impl EmulatorHandle {
         }
     }
 
+    /// Gives a revoked site back to the user's grant: accessible-resources lists it again.
+    pub fn restore_site(&self, account_id: &str, cloud_id: &str) {
+        if let Err(error) = self
+            .shared
+            .with_state(|s| s.restore_site(account_id, cloud_id))
+        {
+            tracing::warn!(%error, "emulator: restore_site ignored");
+        }
+    }
+
     /// Replaces the scopes of the user's grant (seen by accessible-resources, the gateway's
     /// scope checks and later token responses).
     pub fn set_scopes(&self, account_id: &str, scopes: &[&str]) {

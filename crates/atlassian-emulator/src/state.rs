@@ -854,6 +854,22 @@ impl State {
         Ok(())
     }
 
+    /// Gives a site back to the grant (a site admin restored the user's product access).
+    pub(crate) fn restore_site(
+        &mut self,
+        account_id: &str,
+        cloud_id: &str,
+    ) -> Result<(), ControlError> {
+        if !self.has_site(cloud_id) {
+            return Err(ControlError::UnknownSite(cloud_id.to_owned()));
+        }
+        let grant = self.grant_mut(account_id)?;
+        if !grant.sites.iter().any(|s| s == cloud_id) {
+            grant.sites.push(cloud_id.to_owned());
+        }
+        Ok(())
+    }
+
     /// Replaces the grant's scopes.
     pub(crate) fn set_scopes(
         &mut self,
