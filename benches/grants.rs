@@ -453,8 +453,13 @@ async fn connect_grants(app: &App, emulator: &EmulatorHandle, n: usize) -> anyho
             async move {
                 let code = authorize(app, &http, i).await?;
                 let tokens = app.tokens.exchange_code(&code).await?;
-                atlassync::onboarding::connect_consented(app, &format!("user-{i:05}"), tokens)
-                    .await?;
+                atlassync::onboarding::connect_consented(
+                    app,
+                    &format!("user-{i:05}"),
+                    tokens,
+                    None,
+                )
+                .await?;
                 anyhow::Ok(())
             }
         })

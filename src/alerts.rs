@@ -78,16 +78,19 @@ pub async fn raise(
         reason: reason.to_owned(),
         since,
         deadline,
-        reconsent_url: app.invite_link(&grant.label).to_string(),
     };
     let opened = alerts::open_alert(conn, &alert, app.clock.now()).await?;
     if opened {
+        // The log line is a message ops read: its re-consent link is minted now, bound to
+        // the grant's account and valid until the deadline it warns about. Rows keep none.
+        let link = app.reconsent_link(&grant.label, grant.account_id.as_ref(), deadline);
         tracing::warn!(
             alert.kind = kind.as_str(),
             grant.id = %grant.id,
             grant.label = %grant.label,
             site.cloud_id = site.map(|s| s.cloud_id.as_str()),
             reason,
+            reconsent_url = %link,
             "alert raised"
         );
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use url::Url;
 
@@ -10,6 +11,7 @@ use crate::atlassian::ApiClient;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keyring;
+use crate::domain::AccountId;
 use crate::invite::Invite;
 use crate::oauth::TokenClient;
 
@@ -60,10 +62,28 @@ impl App {
     /// A fresh invite link for `label`, valid for `http.invite_ttl`.
     pub fn invite_link(&self, label: &str) -> Url {
         let ttl = self.config.http.invite_ttl;
-        Invite {
-            label: label.to_owned(),
-            expires_at: self.clock.now() + ttl,
+        Invite::new(label, self.clock.now() + ttl)
+            .link(self.keyring(), &self.config.http.public_url)
+    }
+
+    /// A fresh re-consent link for a grant: only `account_id` may consent through it (when
+    /// the account is known), and it stays valid until a day after `deadline`, the instant
+    /// the alert carrying it warns about, and at least `http.invite_ttl`.
+    pub fn reconsent_link(
+        &self,
+        label: &str,
+        account_id: Option<&AccountId>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Url {
+        let now = self.clock.now();
+        let mut expires_at = now + self.config.http.invite_ttl;
+        if let Some(deadline) = deadline {
+            expires_at = expires_at.max(deadline + chrono::TimeDelta::days(1));
         }
-        .link(self.keyring(), &self.config.http.public_url)
+        let mut invite = Invite::new(label, expires_at);
+        if let Some(account_id) = account_id {
+            invite = invite.for_account(account_id.clone());
+        }
+        invite.link(self.keyring(), &self.config.http.public_url)
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::app::App;
 use crate::atlassian::ApiError;
 use crate::domain::Site;
-use crate::domain::{GrantId, RefreshToken};
+use crate::domain::{AccountId, GrantId, RefreshToken};
 use crate::oauth::{TokenError, TokenSet};
 use crate::store::alerts::{self, AlertKind};
 use crate::store::grants::{self, Account, FamilyRecord};
@@ -31,6 +31,16 @@ pub enum OnboardError {
     /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
+    /// A re-consent link was used by another Atlassian account than the grant's.
+    #[error(
+        "this re-consent link is for Atlassian account {expected}, but account {actual} consented; nothing was stored. The user the link was sent to must open it"
+    )]
+    WrongAccount {
+        /// The grant's account, named in the link.
+        expected: AccountId,
+        /// The account that consented.
+        actual: AccountId,
+    },
     /// The token was presented before (imported, or rotated by atlassync): presenting it
     /// again outside Atlassian's reuse leeway would revoke its whole family.
     #[error(
@@ -64,16 +74,28 @@ pub struct Connected {
 
 /// Stores the tokens of a completed consent for the invite labelled `label`. A consent by an
 /// account that already has a grant renews that grant: new family, status back to active.
+///
+/// A re-consent link names the account it is for (`expected_account`): a consent by any
+/// other account is refused and nothing is stored.
 pub async fn connect_consented(
     app: &App,
     label: &str,
     tokens: TokenSet,
+    expected_account: Option<&AccountId>,
 ) -> Result<Connected, OnboardError> {
     let refresh_token = tokens
         .refresh_token
         .clone()
         .ok_or(OnboardError::NoRefreshToken)?;
     let (account, sites) = identify(app, &tokens).await?;
+    if let Some(expected) = expected_account
+        && *expected != account.account_id
+    {
+        return Err(OnboardError::WrongAccount {
+            expected: expected.clone(),
+            actual: account.account_id,
+        });
+    }
     let now = app.clock.now();
     // Two callbacks of one account may race to insert; the loser renews the winner's row.
     let mut attempt = 0;

@@ -172,10 +172,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // An invite is pure computation: no database needed.
             let clock = SystemClock;
             let ttl = config.http.invite_ttl;
-            let invite = crate::invite::Invite {
-                label,
-                expires_at: crate::clock::Clock::now(&clock) + ttl,
-            };
+            let invite = crate::invite::Invite::new(label, crate::clock::Clock::now(&clock) + ttl);
             println!(
                 "{}",
                 invite.link(&config.crypto.keyring, &config.http.public_url)

@@ -205,13 +205,18 @@ pub async fn summary(sandbox: &Sandbox, acme: &str, globex: &str) -> anyhow::Res
     }
     step("Open alerts (what ops sees, each with a fresh re-consent link)");
     for alert in crate::store::alerts::open_alerts(&mut *pool.acquire().await?).await? {
+        // Minted now, as a message to ops would be: bound to the account, valid to the deadline.
+        let link = sandbox
+            .app
+            .reconsent_link(&alert.label, alert.account_id.as_ref(), alert.deadline)
+            .to_string();
         println!(
             "  {:<15} {:<6} since {}  {}\n                  link: {}…",
             alert.kind,
             alert.label,
             alert.since.format("%Y-%m-%d"),
             alert.reason,
-            &alert.reconsent_url[..alert.reconsent_url.len().min(60)]
+            &link[..link.len().min(60)]
         );
     }
     let counters = sandbox.emulator.counters();

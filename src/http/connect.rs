@@ -15,7 +15,8 @@ use crate::crypto::random_token;
 use crate::domain::AuthorizationCode;
 use crate::invite::{Invite, InviteError};
 use crate::onboarding::{self, OnboardError};
-use crate::store::oauth_states::{self, StateRejection};
+use crate::store::oauth_states::{self, InviteOrigin, StateRejection};
+use crate::store::spent_invites;
 
 /// The cookie carrying the state between `/connect` and the callback.
 pub const STATE_COOKIE: &str = "atlassync_state";
@@ -40,15 +41,34 @@ pub async fn start(State(app): State<App>, Query(query): Query<ConnectQuery>) ->
             return refused("Invite link not valid", &e.to_string());
         }
     };
+    let origin = InviteOrigin {
+        label: invite.label.clone(),
+        invite_digest: Some(Invite::spend_key(&signed)),
+        invite_expires_at: Some(invite.expires_at),
+        account_id: invite.account_id.clone(),
+    };
     let state = random_token();
     let recorded = async {
         let mut conn = app.pool.acquire().await?;
-        oauth_states::record_state(&mut conn, &state, &invite.label, now, now + STATE_TTL).await
+        if let Some(digest) = &origin.invite_digest
+            && spent_invites::is_spent(&mut conn, digest).await?
+        {
+            return Ok(false);
+        }
+        oauth_states::record_state(&mut conn, &state, &origin, now, now + STATE_TTL).await?;
+        Ok::<_, sqlx::Error>(true)
     }
     .await;
-    if let Err(e) = recorded {
-        tracing::error!(error = %e, "could not record OAuth state");
-        return unavailable();
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(grant.label = %invite.label, "spent invite link refused");
+            return spent_link();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not record OAuth state");
+            return unavailable();
+        }
     }
     let secure = if app.config.http.public_url.scheme() == "https" {
         "; Secure"
@@ -125,8 +145,8 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
         oauth_states::consume_state(&mut conn, &state, now).await
     }
     .await;
-    let label = match consumed {
-        Ok(Ok(label)) => label,
+    let origin = match consumed {
+        Ok(Ok(origin)) => origin,
         Ok(Err(rejection)) => {
             let why = match rejection {
                 StateRejection::Unknown => "This sign-in was not started here.",
@@ -144,6 +164,7 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
         }
     };
 
+    let label = origin.label.clone();
     if let Some(error) = query.error {
         let description = query.error_description.unwrap_or_default();
         tracing::info!(grant.label = %label, oauth.error = %error, "consent not granted");
@@ -164,6 +185,41 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
         );
     };
 
+    // The link is spent by this consent; given back if nothing ends up stored.
+    if let (Some(digest), Some(expires_at)) = (&origin.invite_digest, origin.invite_expires_at) {
+        let spent = async {
+            let mut conn = app.pool.acquire().await?;
+            spent_invites::spend(&mut conn, digest, &label, now, expires_at).await
+        }
+        .await;
+        match spent {
+            Ok(true) => {}
+            Ok(false) => return spent_link(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not spend the invite link");
+                return unavailable();
+            }
+        }
+    }
+    let response = complete(app, &origin, code).await;
+    if !response.status().is_success()
+        && let Some(digest) = &origin.invite_digest
+    {
+        let given_back = async {
+            let mut conn = app.pool.acquire().await?;
+            spent_invites::unspend(&mut conn, digest).await
+        }
+        .await;
+        if let Err(e) = given_back {
+            tracing::warn!(error = %e, "could not give the invite link back after a failed consent");
+        }
+    }
+    response
+}
+
+/// Exchanges the code and stores the grant; the page the user sees.
+async fn complete(app: &App, origin: &InviteOrigin, code: String) -> Response {
+    let label = &origin.label;
     let tokens = match app
         .tokens
         .exchange_code(&AuthorizationCode::new(code))
@@ -182,7 +238,7 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
             );
         }
     };
-    match onboarding::connect_consented(app, &label, tokens).await {
+    match onboarding::connect_consented(app, label, tokens, origin.account_id.as_ref()).await {
         Ok(connected) => {
             let sites: String = connected
                 .sites
@@ -218,6 +274,7 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
             tracing::error!(grant.label = %label, error = %e, "storing a consented grant failed");
             let status = match e {
                 OnboardError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                OnboardError::WrongAccount { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_GATEWAY,
             };
             page(
@@ -230,6 +287,14 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
             )
         }
     }
+}
+
+fn spent_link() -> Response {
+    page(
+        StatusCode::GONE,
+        "Invite link already used",
+        "<p>This link was already used to connect an account; each link works once. Ask for a new link.</p>",
+    )
 }
 
 fn unavailable() -> Response {

@@ -63,8 +63,6 @@ pub struct NewAlert {
     pub since: DateTime<Utc>,
     /// When the condition becomes (or became) fatal, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
-    /// A fresh invite link for the grant's label, valid for `http.invite_ttl`.
-    pub reconsent_url: String,
 }
 
 impl NewAlert {
@@ -97,8 +95,8 @@ pub async fn open_alert(
     };
     let inserted = sqlx::query(
         "INSERT INTO alerts (kind, dedupe_key, grant_id, account_id, label, cloud_id, product, reason,
-                             since, deadline, reconsent_url, opened_at, next_delivery_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                             since, deadline, opened_at, next_delivery_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
          ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
     )
     .bind(alert.kind.as_str())
@@ -111,7 +109,6 @@ pub async fn open_alert(
     .bind(&alert.reason)
     .bind(alert.since)
     .bind(alert.deadline)
-    .bind(&alert.reconsent_url)
     .bind(now)
     .execute(conn)
     .await?;
@@ -177,8 +174,9 @@ pub struct StoredAlert {
     pub since: DateTime<Utc>,
     /// When the condition becomes (or became) fatal, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
-    /// An invite link for the grant's label, valid for `http.invite_ttl` from `opened_at`.
-    pub reconsent_url: String,
+    /// Links minted before they stopped being stored; new rows hold none (links are minted
+    /// when a message is sent, see `App::reconsent_link`).
+    pub reconsent_url: Option<String>,
     /// When the row was written.
     pub opened_at: DateTime<Utc>,
     /// When the condition cleared; `None` while open.

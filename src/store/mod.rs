@@ -9,6 +9,7 @@ pub mod jira_issues;
 pub mod oauth_states;
 pub mod presented_tokens;
 pub mod sites;
+pub mod spent_invites;
 pub mod sync_runs;
 pub mod synced_sites;
 

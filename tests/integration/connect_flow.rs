@@ -1,7 +1,7 @@
 //! The consent flow end to end over real HTTP: invite link, state cookie, the emulator's
 //! authorize redirect, callback, code exchange, /me, accessible-resources, and the store.
 
-use crate::support::TestApp;
+use crate::support::{NowForTests, TestApp};
 use atlassian_emulator::ConsentDecision;
 use atlassync::http::STATE_COOKIE;
 use atlassync::sandbox::Sandbox;
@@ -292,4 +292,76 @@ async fn a_tampered_or_expired_invite_is_refused(pool: PgPool) {
         .unwrap();
     assert_eq!(states, 0, "no consent attempt was started");
     assert_eq!(app.grant_count().await, 0);
+}
+
+#[sqlx::test]
+async fn an_invite_link_works_once(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let (_, sam) = app.site_and_user("globex", "Sam", "UTC");
+    let link = app.sandbox.app.invite_link("team");
+    app.sandbox.emulator.queue_consent(ConsentDecision::Accept {
+        account_id: mia,
+        sites: None,
+    });
+    let response = Sandbox::browser().get(link.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The same link again, by someone else: refused before Atlassian is asked.
+    app.sandbox.emulator.queue_consent(ConsentDecision::Accept {
+        account_id: sam,
+        sites: None,
+    });
+    let response = Sandbox::browser().get(link).send().await.unwrap();
+    assert_eq!(response.status(), 410);
+    assert!(response.text().await.unwrap().contains("already used"));
+    assert_eq!(app.grant_count().await, 1);
+    assert_eq!(app.sandbox.emulator.counters().code_exchanges, 1);
+}
+
+#[sqlx::test]
+async fn a_reconsent_link_is_refused_to_another_account_and_outlives_its_deadline(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let (_, eve) = app.site_and_user("evil", "Eve", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let grant = app.grants().await.remove(0);
+    // A re-consent link for a deadline 30 days away (longer than the 7-day invite TTL).
+    let deadline = app.clock.now_for_tests() + chrono::Duration::days(30);
+    let link =
+        app.sandbox
+            .app
+            .reconsent_link(&grant.label, grant.account_id.as_ref(), Some(deadline));
+    app.clock.advance(chrono::Duration::days(20));
+
+    app.sandbox.emulator.queue_consent(ConsentDecision::Accept {
+        account_id: eve.clone(),
+        sites: None,
+    });
+    let response = Sandbox::browser().get(link.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("nothing was stored")
+    );
+    assert_eq!(app.grant_count().await, 1, "Eve got no grant");
+    let eve_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM grants WHERE account_id = $1")
+        .bind(&eve)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(eve_rows, 0);
+
+    // The refused attempt did not spend the link: Mia can still use it, 20 days on.
+    app.sandbox.emulator.queue_consent(ConsentDecision::Accept {
+        account_id: mia,
+        sites: None,
+    });
+    let response = Sandbox::browser().get(link).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let renewed = app.grants().await.remove(0);
+    assert_eq!(renewed.id, grant.id);
+    assert!(renewed.family_started_at > grant.family_started_at);
 }
