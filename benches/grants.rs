@@ -123,6 +123,13 @@ async fn bench(database_url: &str, dir: &Path) -> anyhow::Result<()> {
     // Nothing due for the rest, in real time.
     settle_dummies(&pool, Utc::now()).await?;
     family_scan_benchmark(&pool).await?;
+    revalidation_claim_benchmark(&pool).await?;
+    if std::env::var_os("GRANTS_BENCH_CLAIMS_ONLY").is_some() {
+        // Only the queries over 100,000 grants (no emulator runs, no release daemon).
+        emulator.shutdown();
+        pool.close().await;
+        return Ok(());
+    }
 
     // 2. Refreshes per second.
     section("2. token sweep end to end against the emulator");
@@ -408,6 +415,58 @@ async fn family_scan_benchmark(pool: &PgPool) -> anyhow::Result<()> {
             .filter(|l| l.contains("Scan"))
             .collect();
         println!("  plan of {name}: {}", nodes.join("; "));
+    }
+    Ok(())
+}
+
+/// Revalidation claims 32 grants at a time for a schedule tick. Measured without the
+/// `grants_revalidation_order` index (dropped inside a transaction that is rolled back: the
+/// plan before it existed) and with it.
+async fn revalidation_claim_benchmark(pool: &PgPool) -> anyhow::Result<()> {
+    const BATCH: i64 = 32;
+    const ROUNDS: usize = 60;
+    let tick = Utc::now() + TimeDelta::hours(6);
+    let mut conn = pool.acquire().await?;
+    for indexed in [false, true] {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        if !indexed {
+            sqlx::query("DROP INDEX grants_revalidation_order")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (COSTS OFF) {}",
+            grants::CLAIM_REVALIDATIONS_SQL
+        )))
+        .bind(tick)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut timings = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            let claimed = grants::claim_revalidations(&mut tx, tick, BATCH).await?;
+            timings.push(started.elapsed());
+            if claimed.len() as i64 != BATCH {
+                bail!("claimed {} of {BATCH}", claimed.len());
+            }
+        }
+        tx.rollback().await?;
+        let label = if indexed {
+            "with grants_revalidation_order"
+        } else {
+            "without the index (before)"
+        };
+        print_percentiles(
+            &format!("claim_revalidations of {BATCH}, {label}"),
+            &mut timings,
+        );
+        let nodes: Vec<&str> = plan
+            .iter()
+            .map(|l| l.trim_start_matches([' ', '-', '>']).trim())
+            .filter(|l| l.contains("Scan") || l.starts_with("Sort"))
+            .collect();
+        println!("    plan: {}", nodes.join("; "));
     }
     Ok(())
 }

@@ -111,6 +111,17 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `[log]`: applied once at start-up; a reload does not change it.
     pub log: LogConfig,
+    /// `[retention]`: how long history rows are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: history that is pruned, a bounded batch at every token sweep.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Resolved alerts older than this (by `resolved_at`) are deleted.
+    pub resolved_alerts: TimeDelta,
+    /// `sync_runs` rows older than this (by `started_at`) are deleted.
+    pub sync_runs: TimeDelta,
 }
 
 /// `[sync]`: pacing and windows of the Jira and Confluence sync.
@@ -176,6 +187,10 @@ pub struct TokenPolicy {
     pub lease_ttl: TimeDelta,
     /// Consecutive transient failures before a grant is shown as `degraded`.
     pub degraded_after: u32,
+    /// How often a grant with no work due (not serving a site, access token expired) is
+    /// revalidated anyway. Each such check costs a token exchange, so idle grants are checked
+    /// on this slower cadence instead of at every `schedule.revalidate` tick.
+    pub idle_revalidate_after: TimeDelta,
 }
 
 /// `[schedule]`: cron expressions, UTC, seconds field optional.
@@ -344,6 +359,23 @@ mod raw {
         pub jira: RawJira,
         pub sync: RawSync,
         pub log: RawLog,
+        pub retention: RawRetention,
+    }
+
+    #[derive(Debug, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawRetention {
+        pub resolved_alerts: DurationValue,
+        pub sync_runs: DurationValue,
+    }
+
+    impl Default for RawRetention {
+        fn default() -> Self {
+            Self {
+                resolved_alerts: "90d".into(),
+                sync_runs: "30d".into(),
+            }
+        }
     }
 
     #[derive(Debug, Deserialize, serde::Serialize)]
@@ -427,6 +459,8 @@ mod raw {
         /// Unset: a fifth of `reuse_leeway`, at most 2 minutes.
         pub lease_ttl: Option<DurationValue>,
         pub degraded_after: u32,
+        /// Unset: a twelfth of `inactivity_expiry`, at most 7 days.
+        pub idle_revalidate_after: Option<DurationValue>,
     }
 
     impl Default for RawTokens {
@@ -440,6 +474,7 @@ mod raw {
                 reauth_warning: None,
                 lease_ttl: None,
                 degraded_after: 3,
+                idle_revalidate_after: None,
             }
         }
     }
@@ -631,6 +666,11 @@ mod raw {
                     (reuse_leeway / 5).min(TimeDelta::minutes(2)),
                 )?,
                 degraded_after: positive(t.degraded_after, "tokens.degraded_after")?,
+                idle_revalidate_after: derived_or(
+                    t.idle_revalidate_after,
+                    "tokens.idle_revalidate_after",
+                    (inactivity_expiry / 12).min(TimeDelta::days(7)),
+                )?,
             };
             atlassian.request_timeout = match a.request_timeout {
                 Some(value) => value.parse("atlassian.request_timeout")?,
@@ -812,7 +852,16 @@ mod raw {
                 },
             };
 
+            let retention = RetentionConfig {
+                resolved_alerts: self
+                    .retention
+                    .resolved_alerts
+                    .parse_span("retention.resolved_alerts")?,
+                sync_runs: self.retention.sync_runs.parse_span("retention.sync_runs")?,
+            };
+
             Ok(Config {
+                retention,
                 database,
                 atlassian,
                 tokens,

@@ -13,7 +13,7 @@ use crate::domain::Site;
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::store::alerts::AlertKind;
 use crate::store::grants::{self, Grant};
-use crate::store::sites;
+use crate::store::{sites, synced_sites};
 
 const BATCH: i64 = 32;
 const CONCURRENCY: usize = 4;
@@ -104,6 +104,9 @@ pub async fn revalidate_grant(
     } else {
         grant
     };
+    if is_idle(app, &grant).await? {
+        return Ok(None);
+    }
     let sites = match fetch_sites(app, refresher, &grant).await {
         Ok(sites) => sites,
         Err(FetchError::Token(TokenUnavailable::Store(e))) => return Err(e),
@@ -173,6 +176,27 @@ async fn identify(
     tx.commit().await?;
     tracing::info!(grant.id = %grant.id, account.id = %account.account_id, "imported grant identified");
     Ok(identified)
+}
+
+/// Whether checking `grant` now would cost a token exchange for nothing: it serves no
+/// site, its access token has expired, and it was checked within
+/// `tokens.idle_revalidate_after`. Idle grants are then checked at that slower cadence, or
+/// for free right after a keep-alive rotation left a fresh access token; so revalidation
+/// costs an idle grant about one exchange a week instead of four a day.
+async fn is_idle(app: &App, grant: &Grant) -> Result<bool, sqlx::Error> {
+    let now = app.clock.now();
+    let policy = &app.config.tokens;
+    let fresh = grant
+        .access_expires_at
+        .is_some_and(|expires| expires - policy.refresh_margin > now);
+    let checked_recently = grant
+        .last_revalidated_at
+        .is_some_and(|at| at + policy.idle_revalidate_after > now);
+    if fresh || !checked_recently {
+        return Ok(false);
+    }
+    let mut conn = app.pool.acquire().await?;
+    Ok(!synced_sites::serves_a_site(&mut conn, grant.id).await?)
 }
 
 #[derive(Debug, thiserror::Error)]

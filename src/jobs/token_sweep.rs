@@ -42,11 +42,7 @@ pub async fn run_once(
     let mut report = SweepReport::default();
     warn_and_expire_families(app, refresher, &mut report).await?;
     warn_of_inactivity(app, &mut report).await?;
-    {
-        // Consent attempts nobody finished.
-        let mut conn = app.pool.acquire().await?;
-        crate::store::oauth_states::purge_expired_states(&mut conn, app.clock.now()).await?;
-    }
+    prune_history(app).await?;
     let lease_ttl = app.config.tokens.lease_ttl;
     while !stop.is_cancelled() {
         let now = app.clock.now();
@@ -81,6 +77,26 @@ pub async fn run_once(
         tracing::info!(?report, "token sweep");
     }
     Ok(report)
+}
+
+/// Rows pruned per table and sweep: bounded, so a backlog is worked off over several ticks
+/// instead of in one long statement.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes what is no longer needed: consent attempts nobody finished, spent links that
+/// expired, digests of tokens older than any family, and history past `[retention]`.
+async fn prune_history(app: &App) -> Result<(), sqlx::Error> {
+    let now = app.clock.now();
+    let retention = &app.config.retention;
+    let mut conn = app.pool.acquire().await?;
+    crate::store::oauth_states::purge_expired_states(&mut conn, now).await?;
+    crate::store::spent_invites::purge_expired(&mut conn, now).await?;
+    let family_life = app.config.tokens.absolute_expiry + app.config.tokens.reuse_leeway;
+    crate::store::presented_tokens::prune(&mut conn, now - family_life, PRUNE_BATCH).await?;
+    crate::store::alerts::prune_resolved(&mut conn, now - retention.resolved_alerts, PRUNE_BATCH)
+        .await?;
+    crate::store::sync_runs::prune(&mut conn, now - retention.sync_runs, PRUNE_BATCH).await?;
+    Ok(())
 }
 
 /// Raises `family_expiring` for grants within `reauth_warning` of their 365-day deadline, and

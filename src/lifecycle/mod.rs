@@ -55,6 +55,7 @@ mod tests {
             reuse_leeway: TimeDelta::minutes(10),
             reauth_warning: TimeDelta::days(14),
             lease_ttl: TimeDelta::minutes(2),
+            idle_revalidate_after: TimeDelta::days(7),
             degraded_after: 3,
         }
     }

@@ -194,6 +194,23 @@ pub async fn open_alerts(conn: &mut PgConnection) -> Result<Vec<StoredAlert>, sq
     .await
 }
 
+/// Deletes up to `limit` alerts resolved before `before`. Returns how many went.
+pub async fn prune_resolved(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM alerts WHERE id IN (
+            SELECT id FROM alerts WHERE resolved_at < $1 ORDER BY resolved_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// Alerts raised after the one numbered `after`, oldest first, as (id, kind, label, reason).
 pub async fn alerts_after(
     conn: &mut PgConnection,

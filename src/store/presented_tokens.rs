@@ -45,3 +45,22 @@ pub async fn forget_presented(
         .await?;
     Ok(())
 }
+
+/// Forgets tokens presented before `before`: older than a family's whole life, they are
+/// dead whatever happens. Returns how many went (at most `limit`).
+pub async fn prune(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM presented_refresh_tokens WHERE digest IN (
+            SELECT digest FROM presented_refresh_tokens WHERE presented_at < $1
+            ORDER BY presented_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

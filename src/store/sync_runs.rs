@@ -109,3 +109,21 @@ pub async fn tally(
     .fetch_all(conn)
     .await
 }
+
+/// Deletes up to `limit` finished runs that started before `before`. Returns how many went.
+pub async fn prune(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM sync_runs WHERE id IN (
+            SELECT id FROM sync_runs WHERE started_at < $1 AND outcome <> 'running'
+            ORDER BY started_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

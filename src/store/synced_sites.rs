@@ -89,6 +89,17 @@ pub async fn elect_grants(
     .await
 }
 
+/// Whether `grant_id` is the elected grant of some synced site (it has sync work).
+pub async fn serves_a_site(
+    conn: &mut PgConnection,
+    grant_id: GrantId,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM synced_sites WHERE elected_grant_id = $1)")
+        .bind(grant_id)
+        .fetch_one(conn)
+        .await
+}
+
 /// Pins `grant_id` (or clears the pin with `None`) for a site.
 pub async fn pin_grant(
     conn: &mut PgConnection,

@@ -551,7 +551,11 @@ async fn transient_failures_of_every_kind_never_produce_needs_reauth(pool: PgPoo
     let app = TestApp::start_with(
         pool,
         EmulatorConfig::default(),
-        overrides(&[("atlassian.request_timeout", "1s")]),
+        // Resolved alerts are kept for the whole test (it spans 238 days).
+        overrides(&[
+            ("atlassian.request_timeout", "1s"),
+            ("retention.resolved_alerts", "3650d"),
+        ]),
     )
     .await;
     let (_, account) = app.site_and_user("acme", "Mia", "UTC");

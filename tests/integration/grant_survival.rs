@@ -261,3 +261,68 @@ async fn keep_alive_failing_for_weeks_warns_before_the_inactivity_deadline(pool:
     assert_eq!(grant.status, GrantStatus::Active);
     assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
 }
+
+#[sqlx::test]
+async fn an_idle_grant_is_revalidated_weekly_not_at_every_tick(pool: sqlx::PgPool) {
+    let app = TestApp::start_with(
+        pool,
+        EmulatorConfig::default(),
+        overrides(&[("tokens.idle_revalidate_after", "7d")]),
+    )
+    .await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+    let exchanges = || {
+        let counters = app.sandbox.emulator.counters();
+        counters.refreshes + counters.code_exchanges
+    };
+    let before = exchanges();
+    // Four ticks a day for a week: the access token has expired at each, the grant serves no
+    // site, so each check would cost a token exchange; none is made.
+    for _ in 0..27 {
+        app.clock.advance(chrono::Duration::hours(6));
+        let report = app.revalidate(&refresher).await;
+        assert_eq!(report.checked, 0, "{report:?}");
+    }
+    assert_eq!(
+        exchanges(),
+        before,
+        "no exchange for an idle grant within the week"
+    );
+    // A week after the last check it is checked again, for one exchange.
+    app.clock.advance(chrono::Duration::hours(12));
+    let report = app.revalidate(&refresher).await;
+    assert_eq!(report.checked, 1, "{report:?}");
+    assert_eq!(exchanges(), before + 1);
+}
+
+#[sqlx::test]
+async fn resolved_alerts_are_pruned_after_their_retention(pool: sqlx::PgPool) {
+    let app = TestApp::start_with(
+        pool,
+        EmulatorConfig::default(),
+        overrides(&[("retention.resolved_alerts", "30d")]),
+    )
+    .await;
+    let (acme, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+    app.sandbox.emulator.revoke_site(&mia, &acme);
+    app.clock.advance(chrono::Duration::hours(6));
+    app.revalidate(&refresher).await;
+    app.sandbox.emulator.restore_site(&mia, &acme);
+    app.clock.advance(chrono::Duration::hours(6));
+    app.revalidate(&refresher).await;
+    let resolved = |alerts: Vec<(String, String, bool)>| alerts.iter().filter(|a| a.2).count();
+    assert!(resolved(app.alerts().await) > 0, "some alerts resolved");
+    app.clock.advance(chrono::Duration::days(29));
+    app.sweep(&refresher).await;
+    assert!(
+        resolved(app.alerts().await) > 0,
+        "kept within the retention"
+    );
+    app.clock.advance(chrono::Duration::days(2));
+    app.sweep(&refresher).await;
+    assert_eq!(resolved(app.alerts().await), 0, "pruned after 30 days");
+}

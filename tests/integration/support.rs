@@ -22,6 +22,12 @@ impl TestApp {
 
     /// With an emulator configuration and configuration overrides.
     pub async fn start_with(pool: PgPool, emulator: EmulatorConfig, overrides: Overrides) -> Self {
+        // Tests read revalidation outcomes at 6-hour steps; the slower cadence for idle grants
+        // has a test of its own, which sets its own value.
+        let mut overrides = overrides;
+        overrides
+            .entry("tokens.idle_revalidate_after".to_owned())
+            .or_insert_with(|| "\"1s\"".to_owned());
         let clock = Arc::new(ManualClock::starting_now());
         let sandbox = Sandbox::start(pool, clock.clone(), emulator, &overrides)
             .await
