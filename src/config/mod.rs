@@ -187,6 +187,10 @@ pub struct TokenPolicy {
     pub lease_ttl: TimeDelta,
     /// Consecutive transient failures before a grant is shown as `degraded`.
     pub degraded_after: u32,
+    /// How many grants may be marked `needs_reauth` within `reuse_leeway` (10 minutes)
+    /// before further marks are held and one app-level alert is raised instead: that many
+    /// families dying at once points to the app, not to the users.
+    pub reauth_breaker: u32,
     /// How often a grant with no work due (not serving a site, access token expired) is
     /// revalidated anyway. Each such check costs a token exchange, so idle grants are checked
     /// on this slower cadence instead of at every `schedule.revalidate` tick.
@@ -459,6 +463,7 @@ mod raw {
         /// Unset: a fifth of `reuse_leeway`, at most 2 minutes.
         pub lease_ttl: Option<DurationValue>,
         pub degraded_after: u32,
+        pub reauth_breaker: u32,
         /// Unset: a twelfth of `inactivity_expiry`, at most 7 days.
         pub idle_revalidate_after: Option<DurationValue>,
     }
@@ -474,6 +479,7 @@ mod raw {
                 reauth_warning: None,
                 lease_ttl: None,
                 degraded_after: 3,
+                reauth_breaker: 20,
                 idle_revalidate_after: None,
             }
         }
@@ -666,6 +672,7 @@ mod raw {
                     (reuse_leeway / 5).min(TimeDelta::minutes(2)),
                 )?,
                 degraded_after: positive(t.degraded_after, "tokens.degraded_after")?,
+                reauth_breaker: positive(t.reauth_breaker, "tokens.reauth_breaker")?,
                 idle_revalidate_after: derived_or(
                     t.idle_revalidate_after,
                     "tokens.idle_revalidate_after",

@@ -43,6 +43,7 @@ pub async fn run_once(
     warn_and_expire_families(app, refresher, &mut report).await?;
     warn_of_inactivity(app, &mut report).await?;
     prune_history(app).await?;
+    close_reauth_breaker(app).await?;
     let lease_ttl = app.config.tokens.lease_ttl;
     while !stop.is_cancelled() {
         let now = app.clock.now();
@@ -77,6 +78,19 @@ pub async fn run_once(
         tracing::info!(?report, "token sweep");
     }
     Ok(report)
+}
+
+/// Resolves the re-consent breaker's alert once marks have slowed below its threshold.
+async fn close_reauth_breaker(app: &App) -> Result<(), sqlx::Error> {
+    let now = app.clock.now();
+    let policy = &app.config.tokens;
+    let mut conn = app.pool.acquire().await?;
+    let marked =
+        crate::store::alerts::reauth_marks_since(&mut conn, now - policy.reuse_leeway).await?;
+    if marked < i64::from(policy.reauth_breaker) {
+        crate::store::alerts::resolve_app_alert(&mut conn, AlertKind::ReauthBreaker, now).await?;
+    }
+    Ok(())
 }
 
 /// Rows pruned per table and sweep: bounded, so a backlog is worked off over several ticks

@@ -56,6 +56,7 @@ mod tests {
             reauth_warning: TimeDelta::days(14),
             lease_ttl: TimeDelta::minutes(2),
             idle_revalidate_after: TimeDelta::days(7),
+            reauth_breaker: 20,
             degraded_after: 3,
         }
     }

@@ -92,6 +92,12 @@ pub struct Refresher {
     holder: String,
     in_flight: Arc<Mutex<HashMap<GrantId, Arc<tokio::sync::Mutex<()>>>>>,
     failpoints: Failpoints,
+    /// Set when the token endpoint refused the app's client credentials: no exchange starts
+    /// before it (business time).
+    credentials_paused_until: Arc<Mutex<Option<DateTime<Utc>>>>,
+    /// Whether an app-level credentials alert may be open: the next success resolves it.
+    /// Starts true, so a process started after the fix resolves a stale one.
+    credentials_alert_open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Refresher {
@@ -102,6 +108,8 @@ impl Refresher {
             holder: holder.into(),
             in_flight: Arc::default(),
             failpoints: Failpoints::default(),
+            credentials_paused_until: Arc::default(),
+            credentials_alert_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -244,12 +252,30 @@ impl Refresher {
         let Some(lease) = grant.lease(now).filter(|l| l.holder == self.holder) else {
             return Ok(RefreshOutcome::LeaseLost);
         };
+        let paused = *self
+            .credentials_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = paused.filter(|until| *until > now) {
+            let error =
+                "token exchanges paused: the app's client credentials were refused".to_owned();
+            return self
+                .record_failure(
+                    &grant,
+                    &lease,
+                    error,
+                    false,
+                    (until - now).to_std().ok(),
+                    false,
+                )
+                .await;
+        }
         let presented = match grant.refresh_token(self.app.keyring()) {
             Ok(token) => token,
             Err(e) => {
                 let error = format!("stored refresh token cannot be opened: {e}");
                 return self
-                    .record_failure(&grant, &lease, error, false, None)
+                    .record_failure(&grant, &lease, error, false, None, true)
                     .await;
             }
         };
@@ -308,6 +334,18 @@ impl Refresher {
                     tracing::warn!(grant.id = %grant.id, "rotation discarded: a newer token was stored first");
                     return Ok(RefreshOutcome::LeaseLost);
                 };
+                if self
+                    .credentials_alert_open
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    let mut conn = self.app.pool.acquire().await?;
+                    crate::store::alerts::resolve_app_alert(
+                        &mut conn,
+                        AlertKind::AppCredentialsRejected,
+                        now,
+                    )
+                    .await?;
+                }
                 tracing::info!(
                     grant.id = %grant.id,
                     grant.label = %grant.label,
@@ -323,19 +361,71 @@ impl Refresher {
             }
             Err(e @ TokenError::Interrupted(_)) => {
                 // The exchange may have rotated the token: retry soon, inside the leeway.
-                self.record_failure(&grant, &lease, e.to_string(), true, None)
+                self.record_failure(&grant, &lease, e.to_string(), true, None, true)
                     .await
             }
             Err(TokenError::RateLimited { retry_after }) => {
                 let error = TokenError::RateLimited { retry_after }.to_string();
-                self.record_failure(&grant, &lease, error, false, retry_after)
+                self.record_failure(&grant, &lease, error, false, retry_after, true)
+                    .await
+            }
+            Err(e @ TokenError::ClientRejected { .. }) => {
+                self.credentials_rejected(&grant, &lease, &e.to_string())
                     .await
             }
             Err(e) => {
-                self.record_failure(&grant, &lease, e.to_string(), false, None)
+                self.record_failure(&grant, &lease, e.to_string(), false, None, true)
                     .await
             }
         }
+    }
+
+    /// The app's client credentials were refused: an app-level problem, not this grant's.
+    /// One app alert is raised, exchanges pause process-wide for a while (no grant is sent to
+    /// a token endpoint that will refuse it), and the grant is neither degraded nor marked.
+    async fn credentials_rejected(
+        &self,
+        grant: &Grant,
+        lease: &Lease,
+        error: &str,
+    ) -> Result<RefreshOutcome, sqlx::Error> {
+        let now = self.app.clock.now();
+        let until = now + self.credential_pause();
+        *self
+            .credentials_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(until);
+        self.credentials_alert_open
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut conn = self.app.pool.acquire().await?;
+            let reason = format!(
+                "{error}; every token exchange is refused until this is fixed (token exchanges pause and are retried from {})",
+                until.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            if crate::store::alerts::open_app_alert(
+                &mut conn,
+                AlertKind::AppCredentialsRejected,
+                &reason,
+                now,
+            )
+            .await?
+            {
+                tracing::error!(
+                    reason,
+                    "app-level alert raised: client credentials rejected"
+                );
+            }
+        }
+        let wait = (until - now).to_std().ok();
+        self.record_failure(grant, lease, error.to_owned(), false, wait, false)
+            .await
+    }
+
+    /// How long token exchanges pause after the client credentials were refused: five
+    /// minutes, or less under compressed lifetimes (never beyond half the reuse leeway).
+    fn credential_pause(&self) -> TimeDelta {
+        TimeDelta::minutes(5).min(self.app.config.tokens.reuse_leeway / 2)
     }
 
     /// Persists `rotation` until it lands. Once Atlassian has rotated the token, the new one
@@ -406,7 +496,41 @@ impl Refresher {
         reason: &str,
     ) -> Result<RefreshOutcome, sqlx::Error> {
         let now = self.app.clock.now();
+        let policy = &self.app.config.tokens;
+        // Marks are counted and written under one cluster-wide lock, so concurrent marks
+        // cannot all see a count below the threshold.
         let mut tx = self.app.pool.begin().await?;
+        crate::store::alerts::lock_reauth_marks(&mut tx).await?;
+        let marked_lately =
+            crate::store::alerts::reauth_marks_since(&mut tx, now - policy.reuse_leeway).await?;
+        if marked_lately >= i64::from(policy.reauth_breaker) {
+            tx.rollback().await?;
+            // Many families do not die within minutes of each other; the app (its
+            // credentials, its status at Atlassian) is the likelier cause. Hold the mark and
+            // say so once; the grant is retried later and marked when the burst is over.
+            let mut conn = self.app.pool.acquire().await?;
+            let alert = format!(
+                "{marked_lately} grants were marked as needing a new consent within {} minutes; further marks are held (the grants are retried) until the rate drops. Check the app at Atlassian; the last refusal was: {reason}",
+                policy.reuse_leeway.num_minutes()
+            );
+            if crate::store::alerts::open_app_alert(
+                &mut conn,
+                AlertKind::ReauthBreaker,
+                &alert,
+                now,
+            )
+            .await?
+            {
+                tracing::error!(
+                    marked_lately,
+                    "app-level alert raised: re-consent breaker open"
+                );
+            }
+            drop(conn);
+            return self
+                .record_failure(grant, lease, reason.to_owned(), false, None, false)
+                .await;
+        }
         if !grants::release_lease_fenced(&mut tx, grant.id, lease).await? {
             return Ok(RefreshOutcome::LeaseLost);
         }
@@ -423,6 +547,8 @@ impl Refresher {
         Ok(RefreshOutcome::NeedsReauth(reason.to_owned()))
     }
 
+    /// Records a failed attempt and when to retry. `degrades`: whether it counts towards
+    /// `degraded` (an app-level failure does not: it is no grant's fault).
     async fn record_failure(
         &self,
         grant: &Grant,
@@ -430,14 +556,19 @@ impl Refresher {
         error: String,
         interrupted: bool,
         retry_after: Option<Duration>,
+        degrades: bool,
     ) -> Result<RefreshOutcome, sqlx::Error> {
         let now = self.app.clock.now();
         let policy = &self.app.config.tokens;
         let streak = u32::try_from(grant.failure_streak).unwrap_or(0) + 1;
         // An earlier attempt of this exchange may have rotated the token at Atlassian (it was
         // interrupted, and nothing has been persisted since): every retry must land inside
-        // the reuse leeway counted from that first attempt, whatever this failure was.
-        let pending = interrupted || grant.refresh_started_at.is_some();
+        // the reuse leeway counted from that first attempt, whatever this failure was. Once
+        // that leeway has passed, hurrying helps no more: the grant backs off normally.
+        let within_leeway = grant
+            .refresh_started_at
+            .is_none_or(|first| now < first + policy.reuse_leeway);
+        let pending = (interrupted || grant.refresh_started_at.is_some()) && within_leeway;
         let mut delay = retry_after
             .and_then(|wait| TimeDelta::from_std(wait).ok())
             .unwrap_or_else(|| retry_delay(streak));
@@ -464,7 +595,7 @@ impl Refresher {
         else {
             return Ok(RefreshOutcome::LeaseLost);
         };
-        if streak >= policy.degraded_after as i32 {
+        if degrades && streak >= policy.degraded_after as i32 {
             let reason = format!("{streak} refresh failures in a row; last: {error}");
             alerts::transition(
                 &mut tx,

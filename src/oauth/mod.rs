@@ -237,7 +237,21 @@ fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> 
         (500..=599, _) => TokenError::Interrupted(format!("HTTP {status} {error}: {description}")),
         // Atlassian answers a dead refresh token with invalid_grant (documented) or
         // unauthorized_client "refresh_token is invalid" (observed); both end the family.
-        (_, "invalid_grant" | "unauthorized_client") => TokenError::InvalidGrant {
+        (_, "invalid_grant") => TokenError::InvalidGrant {
+            status,
+            error,
+            description,
+        },
+        (_, "unauthorized_client") if description.to_lowercase().contains("refresh_token") => {
+            TokenError::InvalidGrant {
+                status,
+                error,
+                description,
+            }
+        }
+        // Any other unauthorized_client is about the app (its grant types, its status), not
+        // one user's token: an app-level problem, like rejected client credentials.
+        (_, "unauthorized_client") => TokenError::ClientRejected {
             status,
             error,
             description,

@@ -27,6 +27,10 @@ pub enum AlertKind {
     /// The refresh token nears Atlassian's inactivity expiry because keep-alive keeps failing;
     /// the alert carries the deadline.
     InactivityExpiring,
+    /// App-level: the token endpoint rejected the app's client credentials; exchanges pause.
+    AppCredentialsRejected,
+    /// App-level: many grants turned terminal within minutes; further marks are held.
+    ReauthBreaker,
 }
 
 impl AlertKind {
@@ -40,6 +44,8 @@ impl AlertKind {
             Self::Degraded => "degraded",
             Self::NoSites => "no_sites",
             Self::InactivityExpiring => "inactivity_expiring",
+            Self::AppCredentialsRejected => "app_credentials_rejected",
+            Self::ReauthBreaker => "reauth_breaker",
         }
     }
 }
@@ -131,6 +137,57 @@ pub async fn resolve_alert(
     Ok(resolved.rows_affected() > 0)
 }
 
+/// Opens an app-level alert of `kind` (one per kind while it lasts). Returns whether a row
+/// was written.
+pub async fn open_app_alert(
+    conn: &mut PgConnection,
+    kind: AlertKind,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO alerts (kind, dedupe_key, label, reason, since, opened_at, next_delivery_at)
+         VALUES ($1, $2, '(app)', $3, $4, $4, $4)
+         ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
+    )
+    .bind(kind.as_str())
+    .bind(format!("app:{}", kind.as_str()))
+    .bind(reason)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Resolves the app-level alert of `kind`, if open.
+pub async fn resolve_app_alert(
+    conn: &mut PgConnection,
+    kind: AlertKind,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    resolve_alert(conn, &format!("app:{}", kind.as_str()), now).await
+}
+
+/// Takes the transaction-scoped lock that serialises re-consent marks cluster-wide (they
+/// are rare; the breaker counts them).
+pub async fn lock_reauth_marks(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('atlassync.reauth_marks'))")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many `needs_reauth` alerts were opened since `since` (the breaker's count).
+pub async fn reauth_marks_since(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM alerts WHERE kind = 'needs_reauth' AND opened_at > $1")
+        .bind(since)
+        .fetch_one(conn)
+        .await
+}
+
 /// Resolves every open alert of a grant of the given kinds (a new consent clears them).
 pub async fn resolve_grant_alerts(
     conn: &mut PgConnection,
@@ -158,8 +215,8 @@ pub struct StoredAlert {
     pub id: i64,
     /// An [`AlertKind`] name, e.g. `needs_reauth`.
     pub kind: String,
-    /// The grant concerned.
-    pub grant_id: GrantId,
+    /// The grant concerned; `None` for an app-level alert.
+    pub grant_id: Option<GrantId>,
     /// The grant's account when the alert was opened; `None` for an unidentified import.
     pub account_id: Option<AccountId>,
     /// The grant's label when the alert was opened.

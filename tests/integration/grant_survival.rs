@@ -326,3 +326,106 @@ async fn resolved_alerts_are_pruned_after_their_retention(pool: sqlx::PgPool) {
     app.sweep(&refresher).await;
     assert_eq!(resolved(app.alerts().await), 0, "pruned after 30 days");
 }
+
+/// `count` users on one site, each consented; returns their account ids.
+async fn consented_users(app: &TestApp, count: usize) -> Vec<String> {
+    let (cloud_id, _) = app.site_and_user("acme", "Someone", "UTC");
+    let mut accounts = Vec::new();
+    for i in 0..count {
+        let account = app.user(&format!("User {i}"), "UTC", vec![cloud_id.clone()]);
+        assert_eq!(app.consent(&format!("user-{i}"), &account).await.0, 200);
+        accounts.push(account);
+    }
+    accounts
+}
+
+fn open_alerts_of(alerts: &[(String, String, bool)], kind: &str) -> usize {
+    alerts
+        .iter()
+        .filter(|(k, _, resolved)| k == kind && !resolved)
+        .count()
+}
+
+#[sqlx::test]
+async fn a_rejected_client_secret_is_one_app_alert_not_a_mark_on_every_grant(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    consented_users(&app, 20).await;
+    app.clock.advance(chrono::Duration::days(34));
+    // The operator rotated the client secret at Atlassian but not in atlassync.
+    let mut config = (*app.sandbox.app.config).clone();
+    config.atlassian.client_secret = secrecy::SecretString::from("an-old-secret");
+    let stale = atlassync::app::App::new(config, app.pool().clone(), app.sandbox.app.clock.clone());
+    let refresher = atlassync::lifecycle::Refresher::new(stale, "worker");
+    let calls_before = app.sandbox.emulator.request_log().len();
+    let report = atlassync::jobs::token_sweep::run_once(
+        &app.sandbox.app,
+        &refresher,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.needs_reauth, 0, "{report:?}");
+    let token_calls = app.sandbox.emulator.request_log()[calls_before..]
+        .iter()
+        .filter(|r| r.path == "/oauth/token")
+        .count();
+    // Up to one batch was in flight when the first refusal came; nothing started after it.
+    assert!(
+        (1..=8).contains(&token_calls),
+        "exchanges pause after the first refusal: {token_calls} token calls for 20 grants"
+    );
+    let alerts = app.alerts().await;
+    assert_eq!(
+        open_alerts_of(&alerts, "app_credentials_rejected"),
+        1,
+        "{alerts:?}"
+    );
+    assert_eq!(open_alerts_of(&alerts, "needs_reauth"), 0, "{alerts:?}");
+    assert_eq!(open_alerts_of(&alerts, "degraded"), 0, "{alerts:?}");
+    assert!(
+        app.grants()
+            .await
+            .iter()
+            .all(|g| g.status == GrantStatus::Active)
+    );
+
+    // The secret is fixed: the next sweep rotates every grant and the alert resolves.
+    app.clock.advance(chrono::Duration::minutes(10));
+    let report = app.sweep(&app.refresher("fixed")).await;
+    assert_eq!(report.rotated, 20, "{report:?}");
+    assert_eq!(
+        open_alerts_of(&app.alerts().await, "app_credentials_rejected"),
+        0
+    );
+    assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
+}
+
+#[sqlx::test]
+async fn many_families_dying_within_minutes_trip_the_breaker_instead_of_marking_all(
+    pool: sqlx::PgPool,
+) {
+    let app = TestApp::start_with(
+        pool,
+        EmulatorConfig::default(),
+        // An integer, so not through `overrides` (which writes strings).
+        [("tokens.reauth_breaker".to_owned(), "3".to_owned())].into(),
+    )
+    .await;
+    let accounts = consented_users(&app, 6).await;
+    for account in &accounts {
+        app.sandbox.emulator.revoke_app(account);
+    }
+    app.clock.advance(chrono::Duration::days(34));
+    let report = app.sweep(&app.refresher("worker")).await;
+    assert_eq!(report.needs_reauth, 3, "{report:?}");
+    let alerts = app.alerts().await;
+    assert_eq!(open_alerts_of(&alerts, "needs_reauth"), 3, "{alerts:?}");
+    assert_eq!(open_alerts_of(&alerts, "reauth_breaker"), 1, "{alerts:?}");
+    let held = app
+        .grants()
+        .await
+        .iter()
+        .filter(|g| g.status == GrantStatus::Active)
+        .count();
+    assert_eq!(held, 3, "the marks beyond the threshold are held");
+}
