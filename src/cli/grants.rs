@@ -45,9 +45,12 @@ pub async fn import(app: &App) -> anyhow::Result<ExitCode> {
         let parsed: ImportLine = match serde_json::from_str(line) {
             Ok(parsed) => parsed,
             Err(e) => {
-                // serde's message never echoes string values, so no token leaks here.
+                // Only the kind and place of the error: serde's message can quote a value
+                // (a bare JSON string line is a token), which must not reach the terminal.
                 eprintln!(
-                    "line {number}: not a valid import line ({e}); expected {{\"label\": ..., \"refresh_token\": ...}}"
+                    "line {number}: not a valid import line ({:?} error at column {}); expected {{\"label\": ..., \"refresh_token\": ...}}",
+                    e.classify(),
+                    e.column()
                 );
                 failed += 1;
                 continue;

@@ -201,20 +201,28 @@ async fn finish_inner(app: &App, headers: &HeaderMap, query: CallbackQuery) -> R
             }
         }
     }
-    let response = complete(app, &origin, code).await;
-    if !response.status().is_success()
-        && let Some(digest) = &origin.invite_digest
-    {
-        let given_back = async {
-            let mut conn = app.pool.acquire().await?;
-            spent_invites::unspend(&mut conn, digest).await
+    // Its own task: a browser that goes away (which drops this handler) must not leave the
+    // link spent with nothing stored, nor cut a code exchange in half.
+    let task = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let response = complete(&app, &origin, code).await;
+            if !response.status().is_success()
+                && let Some(digest) = &origin.invite_digest
+            {
+                let given_back = async {
+                    let mut conn = app.pool.acquire().await?;
+                    spent_invites::unspend(&mut conn, digest).await
+                }
+                .await;
+                if let Err(e) = given_back {
+                    tracing::warn!(error = %e, "could not give the invite link back after a failed consent");
+                }
+            }
+            response
         }
-        .await;
-        if let Err(e) = given_back {
-            tracing::warn!(error = %e, "could not give the invite link back after a failed consent");
-        }
-    }
-    response
+    });
+    task.await.unwrap_or_else(|_| unavailable())
 }
 
 /// Exchanges the code and stores the grant; the page the user sees.

@@ -29,7 +29,7 @@ pub struct RevalidationReport {
     pub sites_revoked: usize,
     /// Active sites lacking a required scope, or carrying a scope error from a sync.
     pub sites_with_missing_scopes: usize,
-    /// Grants left without any active site (moved to `needs_reauth`).
+    /// Grants left without any active site (kept alive; `no_sites` raised).
     pub lost_all_sites: usize,
 }
 
@@ -84,7 +84,7 @@ pub struct AppliedSites {
     pub revoked: usize,
     /// Active sites lacking a required scope, or carrying a scope error from a sync.
     pub missing_scopes: usize,
-    /// True when no site is active any more: the grant is moved to `needs_reauth`.
+    /// True when no site is active any more: `no_sites` is raised; the grant stays alive.
     pub lost_all_sites: bool,
 }
 
@@ -162,7 +162,8 @@ async fn identify(
         let existing = grants::get_grant(&mut tx, existing)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
-        if matches!(existing.status, GrantStatus::Active | GrantStatus::Degraded) {
+        // A healthy grant, or one an operator disabled, is kept; the duplicate goes.
+        if existing.status != GrantStatus::NeedsReauth {
             grants::delete_grant(&mut tx, grant.id).await?;
             tx.commit().await?;
             tracing::info!(grant.id = %grant.id, account.id = %account.account_id, kept = %existing.id, "an unidentified import duplicated a healthy grant of the same account; the duplicate is removed");

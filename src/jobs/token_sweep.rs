@@ -40,10 +40,20 @@ pub async fn run_once(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<SweepReport, sqlx::Error> {
     let mut report = SweepReport::default();
-    warn_and_expire_families(app, refresher, &mut report).await?;
-    warn_of_inactivity(app, &mut report).await?;
-    prune_history(app).await?;
-    close_reauth_breaker(app).await?;
+    // The checks and chores come first but never stand between a grant and its keep-alive:
+    // a failure is logged and the rotations go on.
+    if let Err(e) = warn_and_expire_families(app, refresher, &mut report).await {
+        tracing::error!(error = %e, "family-deadline checks failed; keep-alive continues");
+    }
+    if let Err(e) = warn_of_inactivity(app, &mut report).await {
+        tracing::error!(error = %e, "inactivity checks failed; keep-alive continues");
+    }
+    if let Err(e) = prune_history(app).await {
+        tracing::warn!(error = %e, "pruning history failed; retried at the next sweep");
+    }
+    if let Err(e) = close_reauth_breaker(app).await {
+        tracing::warn!(error = %e, "checking the re-consent breaker failed");
+    }
     let lease_ttl = app.config.tokens.lease_ttl;
     while !stop.is_cancelled() {
         let now = app.clock.now();

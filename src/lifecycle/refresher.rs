@@ -256,7 +256,12 @@ impl Refresher {
             .credentials_paused_until
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = paused.filter(|until| *until > now) {
+        // A recovery inside its leeway is never paused: one refused request costs nothing,
+        // while missing the window would revoke the family.
+        let recovering = grant
+            .refresh_started_at
+            .is_some_and(|first| now < first + self.app.config.tokens.reuse_leeway);
+        if let Some(until) = paused.filter(|until| *until > now && !recovering) {
             let error =
                 "token exchanges paused: the app's client credentials were refused".to_owned();
             return self
@@ -395,8 +400,6 @@ impl Refresher {
             .credentials_paused_until
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(until);
-        self.credentials_alert_open
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         {
             let mut conn = self.app.pool.acquire().await?;
             let reason = format!(
@@ -417,6 +420,9 @@ impl Refresher {
                 );
             }
         }
+        // Set after the alert exists, so the next success resolves it.
+        self.credentials_alert_open
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let wait = (until - now).to_std().ok();
         self.record_failure(grant, lease, error.to_owned(), false, wait, false)
             .await
@@ -563,12 +569,15 @@ impl Refresher {
         let streak = u32::try_from(grant.failure_streak).unwrap_or(0) + 1;
         // An earlier attempt of this exchange may have rotated the token at Atlassian (it was
         // interrupted, and nothing has been persisted since): every retry must land inside
-        // the reuse leeway counted from that first attempt, whatever this failure was. Once
-        // that leeway has passed, hurrying helps no more: the grant backs off normally.
-        let within_leeway = grant
-            .refresh_started_at
-            .is_none_or(|first| now < first + policy.reuse_leeway);
-        let pending = (interrupted || grant.refresh_started_at.is_some()) && within_leeway;
+        // the reuse leeway counted from that first attempt, whatever this failure was. When
+        // that window has passed, a definite failure backs off normally; an interrupted one
+        // may itself have rotated the token, so it opens a new window from now.
+        let started = match grant.refresh_started_at {
+            Some(first) if now < first + policy.reuse_leeway => Some(first),
+            _ if interrupted => Some(now),
+            _ => None,
+        };
+        let pending = started.is_some();
         let mut delay = retry_after
             .and_then(|wait| TimeDelta::from_std(wait).ok())
             .unwrap_or_else(|| retry_delay(streak));
@@ -577,7 +586,7 @@ impl Refresher {
             delay = delay.min(policy.reuse_leeway / 4);
         }
         let mut next_refresh_at: DateTime<Utc> = now + delay;
-        if let Some(first) = grant.refresh_started_at.filter(|_| pending) {
+        if let Some(first) = started {
             let last_safe = first + policy.reuse_leeway / 2;
             next_refresh_at = next_refresh_at.min(last_safe.max(now + TimeDelta::seconds(5)));
         }
@@ -588,7 +597,7 @@ impl Refresher {
             lease,
             &error,
             next_refresh_at,
-            pending,
+            started,
             now,
         )
         .await?

@@ -215,6 +215,14 @@ impl TokenClient {
     }
 }
 
+/// Whether an `unauthorized_client` description is about the OAuth client rather than a
+/// refresh token ("client is not authorized to use this grant type" vs "refresh_token is
+/// invalid").
+fn names_the_client_not_a_token(description: &str) -> bool {
+    let text = description.to_lowercase();
+    text.contains("client") && !text.contains("token")
+}
+
 /// Maps an unsuccessful token response to what it means for the grant.
 fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> TokenError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
@@ -242,16 +250,17 @@ fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>) -> 
             error,
             description,
         },
-        (_, "unauthorized_client") if description.to_lowercase().contains("refresh_token") => {
-            TokenError::InvalidGrant {
+        // An unauthorized_client that speaks of the client and not of a token is about the
+        // app (its grant types, its status): an app-level problem, like rejected client
+        // credentials. Any other wording, or none, is the observed dead-token variant.
+        (_, "unauthorized_client") if names_the_client_not_a_token(&description) => {
+            TokenError::ClientRejected {
                 status,
                 error,
                 description,
             }
         }
-        // Any other unauthorized_client is about the app (its grant types, its status), not
-        // one user's token: an app-level problem, like rejected client credentials.
-        (_, "unauthorized_client") => TokenError::ClientRejected {
+        (_, "unauthorized_client") => TokenError::InvalidGrant {
             status,
             error,
             description,

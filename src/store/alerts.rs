@@ -182,10 +182,14 @@ pub async fn reauth_marks_since(
     conn: &mut PgConnection,
     since: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM alerts WHERE kind = 'needs_reauth' AND opened_at > $1")
-        .bind(since)
-        .fetch_one(conn)
-        .await
+    // Family-deadline expiries carry a deadline and are expected in cohorts: not counted.
+    sqlx::query_scalar(
+        "SELECT count(*) FROM alerts
+         WHERE kind = 'needs_reauth' AND deadline IS NULL AND opened_at > $1",
+    )
+    .bind(since)
+    .fetch_one(conn)
+    .await
 }
 
 /// Resolves every open alert of a grant of the given kinds (a new consent clears them).

@@ -519,23 +519,23 @@ pub async fn persist_rotation(
     .await
 }
 
-/// Records a failed exchange that may be retried. `keep_started` keeps `refresh_started_at`
-/// when the exchange may have happened at Atlassian (a timeout or reset): the grant stays
-/// first in line and is retried with the same token inside the reuse leeway. Returns the
-/// new failure streak, or `None` when the lease was lost.
+/// Records a failed exchange that may be retried. `started` becomes `refresh_started_at`:
+/// the start of the reuse-leeway window of an exchange that may have happened at Atlassian
+/// (a timeout or reset), inside which the same token must be retried; `None` when no such
+/// exchange is pending. Returns the new failure streak, or `None` when the lease was lost.
 pub async fn record_transient_failure(
     conn: &mut PgConnection,
     grant_id: GrantId,
     lease: &Lease,
     error: &str,
     next_refresh_at: DateTime<Utc>,
-    keep_started: bool,
+    started: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE grants SET failure_streak = failure_streak + 1, last_error = $4,
             next_refresh_at = $5,
-            refresh_started_at = CASE WHEN $6 THEN refresh_started_at END,
+            refresh_started_at = $6,
             leased_by = NULL, leased_until = NULL, updated_at = $7
          WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3
          RETURNING failure_streak",
@@ -545,7 +545,7 @@ pub async fn record_transient_failure(
     .bind(lease.epoch)
     .bind(error)
     .bind(next_refresh_at)
-    .bind(keep_started)
+    .bind(started)
     .bind(now)
     .fetch_optional(conn)
     .await
@@ -608,6 +608,8 @@ pub async fn grants_nearing_inactivity_deadline(
     sqlx::query_as(
         "SELECT g.* FROM grants g
          WHERE g.status IN ('active', 'degraded') AND g.refresh_idle_deadline <= $1 + $2
+           -- Only when keep-alive is actually failing or overdue, not a healthy schedule.
+           AND (g.failure_streak > 0 OR g.next_refresh_at <= $1)
            AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.grant_id = g.id
                            AND a.kind = 'inactivity_expiring' AND a.resolved_at IS NULL)",
     )

@@ -429,3 +429,39 @@ async fn many_families_dying_within_minutes_trip_the_breaker_instead_of_marking_
         .count();
     assert_eq!(held, 3, "the marks beyond the threshold are held");
 }
+
+#[sqlx::test]
+async fn an_interrupted_exchange_after_the_leeway_opens_a_new_recovery_window(pool: sqlx::PgPool) {
+    use crate::support::NowForTests;
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+    app.clock.advance(chrono::Duration::days(34));
+    // The connection drops after the request went out: Atlassian may have rotated.
+    app.sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::ConnectionReset, "/oauth/token"));
+    assert_eq!(app.sweep(&refresher).await.retrying, 1);
+    let first = app.grants().await[0]
+        .refresh_started_at
+        .expect("recovery pending");
+    // Atlassian stays unreachable past the leeway; the next attempt is interrupted too.
+    app.clock.advance(chrono::Duration::minutes(11));
+    app.sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::ConnectionReset, "/oauth/token"));
+    assert_eq!(app.sweep(&refresher).await.retrying, 1);
+    let grant = app.grants().await.remove(0);
+    let now = app.clock.now_for_tests();
+    let started = grant.refresh_started_at.expect("a new window");
+    assert!(
+        (started - now).abs() < chrono::Duration::milliseconds(1),
+        "that attempt may have rotated: its own leeway window starts now (was {first}, is {started})"
+    );
+    assert!(
+        grant.next_refresh_at <= now + chrono::Duration::minutes(5),
+        "retried inside the new window: {}",
+        grant.next_refresh_at
+    );
+}
