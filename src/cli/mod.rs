@@ -193,7 +193,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             crate::store::migrate(&pool)
                 .await
                 .map_err(anyhow::Error::from)?;
-            let app = App::new(config, pool, Arc::new(SystemClock));
+            // Leases and deadlines are judged in the database's time, whatever this host's
+            // clock says.
+            let clock =
+                crate::daemon::DatabaseAlignedClock::start(pool.clone(), Default::default())
+                    .await
+                    .map_err(anyhow::Error::from)?;
+            let app = App::new(config, pool, clock);
             run::run(app, signals, path, given).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -11,6 +11,7 @@
 //! token exchange is never cancelled midway (its rotated token must be persisted), and the
 //! drain waits up to [`drain_grace`] for that.
 
+mod aligned_clock;
 mod scheduler;
 mod server;
 mod workers;
@@ -28,6 +29,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::jobs::sync::Syncer;
 use crate::lifecycle::Refresher;
+pub use aligned_clock::DatabaseAlignedClock;
 use server::HttpServer;
 use workers::{RunContext, Triggers};
 

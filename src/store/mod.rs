@@ -79,6 +79,13 @@ pub fn is_connection_error(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The database server's clock (`clock_timestamp()`), for aligning replicas' business time.
+pub async fn database_now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+}
+
 /// Checks that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(drop)

@@ -713,3 +713,111 @@ async fn a_sigterm_during_a_slow_exchange_waits_for_it_and_loses_no_family(pool:
         .unwrap();
     assert_eq!(status, "active");
 }
+
+/// libfaketime, which `scripts/test` installs (Debian package `faketime`).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[sqlx::test]
+async fn two_replicas_with_clocks_90s_apart_never_exchange_a_token_twice(pool: PgPool) {
+    assert!(
+        Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: install the Debian package faketime (scripts/test does)"
+    );
+    let scene = Scene::new(&pool).await;
+    scene.write_config("*/1 * * * * *", r#"keepalive_after = "3s""#);
+    // Exchanges may take 40 s, so a lease (2 min) covers them; no revalidation, whose path
+    // shares the token endpoint's prefix.
+    let text = std::fs::read_to_string(&scene.config_file)
+        .unwrap()
+        .replace(r#"request_timeout = "10s""#, r#"request_timeout = "40s""#)
+        .replace(
+            r#"revalidate = "*/3 * * * * *""#,
+            r#"revalidate = "0 0 1 1 *""#,
+        );
+    std::fs::write(&scene.config_file, &text).unwrap();
+    let mut first = scene.spawn(&[]);
+    scene.wait_healthy(&mut first).await;
+    for name in ["mia", "sam", "ivy"] {
+        let account = scene.user(name);
+        scene.emulator.queue_consent(ConsentDecision::Accept {
+            account_id: account,
+            sites: None,
+        });
+        let link = scene.invite(name).await;
+        let response = atlassync::sandbox::Sandbox::browser()
+            .get(&link)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // The next keep-alive exchanges take 35 s at Atlassian.
+    scene
+        .emulator
+        .inject_fault(Fault::new(FaultKind::Latency { millis: 35_000 }, "/oauth/token").times(3));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let started: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM grants WHERE refresh_started_at IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if started == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exchanges started:\n{}",
+            scene.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = scene.emulator.counters();
+
+    // A second replica whose host clock runs 90 s ahead: without one time for leases it
+    // sees the first replica's 2-minute leases expire 30 s into the slow exchanges.
+    let listen = free_port();
+    let second_config = scene.dir.join("second.toml");
+    std::fs::write(
+        &second_config,
+        text.replace(&scene.listen.to_string(), &listen.to_string()),
+    )
+    .unwrap();
+    let second_log = scene.dir.join("second.log");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_atlassync"))
+        .arg("--config")
+        .arg(&second_config)
+        .arg("run")
+        .env("LD_PRELOAD", FAKETIME_LIB)
+        .env("FAKETIME", "+90s")
+        .env("DONT_FAKE_MONOTONIC", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&second_log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Past the point where the ahead replica would take the leases over, and past the
+    // slow exchanges' answers.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let after = scene.emulator.counters();
+    send(&second, "TERM").await;
+    let _ = tokio::time::timeout(Duration::from_secs(60), second.wait()).await;
+    let (code, _) = terminate(&scene, &mut first).await;
+    assert_eq!(code, 0, "{}", scene.log());
+    let second_said = std::fs::read_to_string(&second_log).unwrap_or_default();
+    assert!(
+        second_said.contains("atlassync running"),
+        "the second replica ran:\n{second_said}"
+    );
+    assert_eq!(
+        after.reuses_in_leeway,
+        before.reuses_in_leeway,
+        "a token was exchanged twice:\nfirst:\n{}\nsecond:\n{second_said}",
+        scene.log()
+    );
+    assert_eq!(after.family_revocations, 0);
+    assert_eq!(after.invalid_grant_errors, 0);
+}
