@@ -688,10 +688,10 @@ mod raw {
                     .unwrap_or_default()
                     .min(Duration::from_secs(15)),
             };
-            if atlassian.request_timeout > Duration::from_secs(60) {
+            if atlassian.request_timeout > Duration::from_secs(30) {
                 return Err(ConfigError::invalid(
                     "atlassian.request_timeout",
-                    "must be at most 60s: a shutdown waits for the exchange in flight, and systemd's TimeoutStopSec must cover it",
+                    "must be at most 30s: a shutdown waits for the exchange in flight (a recovery waits twice as long), and systemd's TimeoutStopSec must cover it",
                 ));
             }
             if atlassian.request_timeout.is_zero() {

@@ -34,12 +34,12 @@ use server::HttpServer;
 use workers::{RunContext, Triggers};
 
 /// How long in-flight work may take to finish after shutdown begins: the longest token
-/// exchange (one request timeout, then a pool wait for its persist) plus a margin. An
-/// exchange cut short here would lose its rotated token. With the default 15 s request
-/// timeout this is 28 s; `atlassian.request_timeout` is capped at 60 s so that the grace
-/// stays inside systemd's `TimeoutStopSec` (80 s in the shipped unit).
+/// exchange (a recovery waits twice the request timeout, then a pool wait for its persist)
+/// plus a margin. An exchange cut short here would lose its rotated token. With the default
+/// 15 s request timeout this is 43 s; `atlassian.request_timeout` is capped at 30 s so that
+/// the grace (at most 73 s) stays inside systemd's `TimeoutStopSec` (80 s in the unit).
 pub fn drain_grace(config: &Config) -> Duration {
-    config.atlassian.request_timeout + crate::store::ACQUIRE_TIMEOUT + Duration::from_secs(3)
+    config.atlassian.request_timeout * 2 + crate::store::ACQUIRE_TIMEOUT + Duration::from_secs(3)
 }
 
 /// What the daemon tells its supervisor; the binary maps these to systemd notifications.

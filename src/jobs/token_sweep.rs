@@ -31,6 +31,8 @@ pub struct SweepReport {
     pub family_expired: usize,
     /// `inactivity_expiring` alerts raised.
     pub inactivity_warnings: usize,
+    /// Exchanges held back while the token endpoint is in trouble (not failures).
+    pub deferred: usize,
 }
 
 /// One pass of the sweep: until nothing is due (or `stop` is set between batches).
@@ -78,6 +80,7 @@ pub async fn run_once(
                 RefreshOutcome::NeedsReauth(_) => report.needs_reauth += 1,
                 RefreshOutcome::Retrying { .. } => report.retrying += 1,
                 RefreshOutcome::LeaseLost | RefreshOutcome::Crashed => report.lease_lost += 1,
+                RefreshOutcome::Deferred(_) => report.deferred += 1,
             }
         }
         if (count as i64) < BATCH {

@@ -57,6 +57,9 @@ pub enum RefreshOutcome {
     LeaseLost,
     /// The failpoint fired: the exchange happened and nothing was persisted.
     Crashed,
+    /// Not attempted now: the token endpoint is in trouble (or refused the app), and this
+    /// grant has slack; it is due again at the given instant. Not a failure of the grant.
+    Deferred(DateTime<Utc>),
 }
 
 /// Why no access token could be had.
@@ -98,6 +101,10 @@ pub struct Refresher {
     /// Whether an app-level credentials alert may be open: the next success resolves it.
     /// Starts true, so a process started after the fix resolves a stale one.
     credentials_alert_open: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the token endpoint timed out, failed or was cut off: until then only urgent
+    /// exchanges go out (recoveries inside their leeway, grants near a deadline). A success
+    /// clears it.
+    endpoint_trouble_until: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl Refresher {
@@ -110,6 +117,7 @@ impl Refresher {
             failpoints: Failpoints::default(),
             credentials_paused_until: Arc::default(),
             credentials_alert_open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            endpoint_trouble_until: Arc::default(),
         }
     }
 
@@ -207,6 +215,18 @@ impl Refresher {
                     return Ok(stored);
                 }
             }
+            // A grant backing off after failures is not exchanged early for a caller in a
+            // hurry (a sync): the backoff is the grant's, whoever asks.
+            if grant.failure_streak > 0 && grant.next_refresh_at > now {
+                return Err(TokenUnavailable::Retrying(format!(
+                    "{}; next attempt at {}",
+                    grant
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("backing off after failures"),
+                    grant.next_refresh_at
+                )));
+            }
             let leased = {
                 let mut conn = self.app.pool.acquire().await?;
                 grants::lease_grant(&mut conn, grant_id, now, &self.holder, self.lease_ttl())
@@ -227,6 +247,11 @@ impl Refresher {
                     }
                     RefreshOutcome::Crashed => {
                         return Err(TokenUnavailable::Retrying("crashed (failpoint)".into()));
+                    }
+                    RefreshOutcome::Deferred(until) => {
+                        return Err(TokenUnavailable::Retrying(format!(
+                            "the token endpoint is failing; next attempt at {until}"
+                        )));
                     }
                     RefreshOutcome::LeaseLost => {}
                 },
@@ -252,28 +277,18 @@ impl Refresher {
         let Some(lease) = grant.lease(now).filter(|l| l.holder == self.holder) else {
             return Ok(RefreshOutcome::LeaseLost);
         };
-        let paused = *self
-            .credentials_paused_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // A recovery inside its leeway is never paused: one refused request costs nothing,
-        // while missing the window would revoke the family.
         let recovering = grant
             .refresh_started_at
             .is_some_and(|first| now < first + self.app.config.tokens.reuse_leeway);
-        if let Some(until) = paused.filter(|until| *until > now && !recovering) {
-            let error =
-                "token exchanges paused: the app's client credentials were refused".to_owned();
-            return self
-                .record_failure(
-                    &grant,
-                    &lease,
-                    error,
-                    false,
-                    (until - now).to_std().ok(),
-                    false,
-                )
-                .await;
+        if let Some(until) = self.held_until(&grant, recovering, now) {
+            let mut conn = self.app.pool.acquire().await?;
+            return Ok(
+                if grants::defer_exchange(&mut conn, grant.id, &lease, until, now).await? {
+                    RefreshOutcome::Deferred(until)
+                } else {
+                    RefreshOutcome::LeaseLost
+                },
+            );
         }
         let presented = match grant.refresh_token(self.app.keyring()) {
             Ok(token) => token,
@@ -305,7 +320,11 @@ impl Refresher {
             }
         }
         tracing::debug!(grant.id = %grant.id, interrupted = grant.refresh_started_at.is_some(), "exchanging refresh token");
-        let result = self.app.tokens.refresh(&presented).await;
+        // A recovery waits longer for its answer: losing it too would leave no live token.
+        // Twice the request timeout still fits the lease (validated) and the drain.
+        let patience = recovering.then(|| self.app.config.atlassian.request_timeout * 2);
+        let result = self.app.tokens.refresh_within(&presented, patience).await;
+        self.note_endpoint_health(&result, now);
         if self.failpoints.crash_after_exchange && result.is_ok() {
             tracing::warn!(grant.id = %grant.id, "failpoint: abandoning a completed exchange");
             return Ok(RefreshOutcome::Crashed);
@@ -382,6 +401,54 @@ impl Refresher {
                 self.record_failure(&grant, &lease, e.to_string(), false, None, true)
                     .await
             }
+        }
+    }
+
+    /// Until when a non-urgent exchange of `grant` is held back, if it is: while the app's
+    /// credentials are refused, or while the token endpoint is in trouble (keep-alive has
+    /// weeks of slack; only recoveries inside their leeway and grants within
+    /// `tokens.reauth_warning` of their idle deadline go out).
+    fn held_until(
+        &self,
+        grant: &Grant,
+        recovering: bool,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if recovering {
+            return None;
+        }
+        let read = |slot: &Mutex<Option<DateTime<Utc>>>| {
+            (*slot.lock().unwrap_or_else(|p| p.into_inner())).filter(|until| *until > now)
+        };
+        if let Some(until) = read(&self.credentials_paused_until) {
+            return Some(until);
+        }
+        let near_deadline =
+            grant.refresh_idle_deadline - self.app.config.tokens.reauth_warning <= now;
+        read(&self.endpoint_trouble_until).filter(|_| !near_deadline)
+    }
+
+    /// Remembers a token endpoint in trouble: a timeout, a cut connection, a 5xx or a 429
+    /// opens (or extends) a window of half the reuse leeway, at most 5 minutes. It is not
+    /// closed by the next answer: a failing endpoint still answers some requests.
+    fn note_endpoint_health(
+        &self,
+        result: &Result<crate::oauth::TokenSet, TokenError>,
+        now: DateTime<Utc>,
+    ) {
+        let trouble = matches!(
+            result,
+            Err(TokenError::Interrupted(_)
+                | TokenError::Transient(_)
+                | TokenError::RateLimited { .. })
+        );
+        let mut slot = self
+            .endpoint_trouble_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if trouble {
+            let window = (self.app.config.tokens.reuse_leeway / 2).min(TimeDelta::minutes(5));
+            *slot = Some(now + window);
         }
     }
 

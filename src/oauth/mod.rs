@@ -150,11 +150,22 @@ impl TokenClient {
             "code": code.expose(),
             "redirect_uri": self.redirect_uri.as_str(),
         });
-        self.call(&body).await
+        self.call(&body, None).await
     }
 
     /// Exchanges a refresh token; the answer carries its successor.
     pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, TokenError> {
+        self.refresh_within(refresh_token, None).await
+    }
+
+    /// As [`TokenClient::refresh`], waiting up to `timeout` for the answer instead of the
+    /// configured request timeout: the patient attempt that recovers an interrupted
+    /// exchange, whose answer must not be lost to impatience.
+    pub async fn refresh_within(
+        &self,
+        refresh_token: &RefreshToken,
+        timeout: Option<Duration>,
+    ) -> Result<TokenSet, TokenError> {
         use secrecy::ExposeSecret;
         let body = serde_json::json!({
             "grant_type": "refresh_token",
@@ -162,24 +173,26 @@ impl TokenClient {
             "client_secret": self.client_secret.expose_secret(),
             "refresh_token": refresh_token.expose(),
         });
-        self.call(&body).await
+        self.call(&body, timeout).await
     }
 
-    async fn call(&self, body: &serde_json::Value) -> Result<TokenSet, TokenError> {
+    async fn call(
+        &self,
+        body: &serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<TokenSet, TokenError> {
         // Atlassian documents JSON bodies for this endpoint.
-        let response = self
-            .http
-            .post(self.token_url.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    TokenError::Transient(describe_transport_error(&e))
-                } else {
-                    TokenError::Interrupted(describe_transport_error(&e))
-                }
-            })?;
+        let mut request = self.http.post(self.token_url.clone()).json(body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                TokenError::Transient(describe_transport_error(&e))
+            } else {
+                TokenError::Interrupted(describe_transport_error(&e))
+            }
+        })?;
         let status = response.status();
         let retry_after = crate::transport::retry_after(response.headers());
         let bytes = response

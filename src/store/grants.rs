@@ -551,6 +551,32 @@ pub async fn record_transient_failure(
     .await
 }
 
+/// Puts off a leased grant's exchange until `until` without counting a failure (the token
+/// endpoint is in trouble, or the app's credentials were refused: nothing about this grant),
+/// and releases the lease. A pending recovery keeps its `refresh_started_at`. Returns false
+/// when the lease was lost.
+pub async fn defer_exchange(
+    conn: &mut PgConnection,
+    grant_id: GrantId,
+    lease: &Lease,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE grants SET next_refresh_at = $4, leased_by = NULL, leased_until = NULL,
+            updated_at = $5
+         WHERE id = $1 AND leased_by = $2 AND lease_epoch = $3",
+    )
+    .bind(grant_id)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .bind(until)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Moves a grant to `status` with a reason, if it is not there already. Returns whether the
 /// status changed (the caller raises alerts on transitions only).
 pub async fn set_status(

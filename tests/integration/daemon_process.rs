@@ -613,11 +613,11 @@ fn path_str(path: &Path) -> &str {
 async fn a_sigterm_during_a_slow_exchange_waits_for_it_and_loses_no_family(pool: PgPool) {
     let scene = Scene::new(&pool).await;
     scene.write_config("*/1 * * * * *", r#"keepalive_after = "3s""#);
-    // Requests may take 40 s: the drain must wait that long for an exchange in flight.
+    // Requests may take 30 s: the drain must wait that long for an exchange in flight.
     let text = std::fs::read_to_string(&scene.config_file).unwrap();
     std::fs::write(
         &scene.config_file,
-        text.replace(r#"request_timeout = "10s""#, r#"request_timeout = "40s""#)
+        text.replace(r#"request_timeout = "10s""#, r#"request_timeout = "30s""#)
             // No revalidation: accessible-resources shares the token endpoint's path prefix.
             .replace(
                 r#"revalidate = "*/3 * * * * *""#,
@@ -724,12 +724,15 @@ async fn two_replicas_with_clocks_90s_apart_never_exchange_a_token_twice(pool: P
         "{FAKETIME_LIB} is missing: install the Debian package faketime (scripts/test does)"
     );
     let scene = Scene::new(&pool).await;
-    scene.write_config("*/1 * * * * *", r#"keepalive_after = "3s""#);
-    // Exchanges may take 40 s, so a lease (2 min) covers them; no revalidation, whose path
+    scene.write_config(
+        "*/1 * * * * *",
+        "keepalive_after = \"3s\"\nlease_ttl = \"70s\"",
+    );
+    // Exchanges may take 30 s, so a 70 s lease covers them; no revalidation, whose path
     // shares the token endpoint's prefix.
     let text = std::fs::read_to_string(&scene.config_file)
         .unwrap()
-        .replace(r#"request_timeout = "10s""#, r#"request_timeout = "40s""#)
+        .replace(r#"request_timeout = "10s""#, r#"request_timeout = "30s""#)
         .replace(
             r#"revalidate = "*/3 * * * * *""#,
             r#"revalidate = "0 0 1 1 *""#,
@@ -775,7 +778,7 @@ async fn two_replicas_with_clocks_90s_apart_never_exchange_a_token_twice(pool: P
     let before = scene.emulator.counters();
 
     // A second replica whose host clock runs 90 s ahead: without one time for leases it
-    // sees the first replica's 2-minute leases expire 30 s into the slow exchanges.
+    // sees the first replica's 70-second leases as expired already, mid-exchange.
     let listen = free_port();
     let second_config = scene.dir.join("second.toml");
     std::fs::write(

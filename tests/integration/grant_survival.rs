@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::private_postgres::PrivatePostgres;
-use crate::support::{TestApp, overrides};
+use crate::support::{NowForTests, TestApp, overrides};
 use atlassian_emulator::{EmulatorConfig, Fault, FaultKind};
 use atlassync::domain::GrantStatus;
 
@@ -432,7 +432,6 @@ async fn many_families_dying_within_minutes_trip_the_breaker_instead_of_marking_
 
 #[sqlx::test]
 async fn an_interrupted_exchange_after_the_leeway_opens_a_new_recovery_window(pool: sqlx::PgPool) {
-    use crate::support::NowForTests;
     let app = TestApp::start(pool).await;
     let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
     assert_eq!(app.consent("mia", &mia).await.0, 200);
@@ -464,4 +463,92 @@ async fn an_interrupted_exchange_after_the_leeway_opens_a_new_recovery_window(po
         "retried inside the new window: {}",
         grant.next_refresh_at
     );
+}
+
+#[sqlx::test]
+async fn while_the_token_endpoint_fails_only_recoveries_go_out(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    consented_users(&app, 6).await;
+    let ids: Vec<_> = app.grants().await.iter().map(|g| g.id).collect();
+    let (first, later) = ids.split_at(3);
+    let refresher = app.refresher("worker");
+    app.clock.advance(chrono::Duration::days(34));
+    // Only three grants are due; one exchange is answered 503 (Atlassian may have rotated).
+    sqlx::query("UPDATE grants SET next_refresh_at = $2 WHERE id = ANY($1)")
+        .bind(later.iter().map(|id| id.as_uuid()).collect::<Vec<_>>())
+        .bind(app.clock.now_for_tests() + chrono::Duration::days(10))
+        .execute(app.pool())
+        .await
+        .unwrap();
+    app.sandbox.emulator.inject_fault(Fault::new(
+        FaultKind::ServiceUnavailable {
+            retry_after_secs: None,
+        },
+        "/oauth/token",
+    ));
+    let report = app.sweep(&refresher).await;
+    assert_eq!((report.rotated, report.retrying), (2, 1), "{report:?}");
+    // The other three come due while the endpoint is in trouble: keep-alive has weeks of
+    // slack, so they wait; the interrupted exchange's recovery goes out.
+    sqlx::query("UPDATE grants SET next_refresh_at = $2 WHERE id = ANY($1)")
+        .bind(later.iter().map(|id| id.as_uuid()).collect::<Vec<_>>())
+        .bind(app.clock.now_for_tests())
+        .execute(app.pool())
+        .await
+        .unwrap();
+    app.clock.advance(chrono::Duration::minutes(3));
+    let calls_before = app.sandbox.emulator.request_log().len();
+    let report = app.sweep(&refresher).await;
+    let token_calls = app.sandbox.emulator.request_log()[calls_before..]
+        .iter()
+        .filter(|r| r.path == "/oauth/token")
+        .count();
+    assert_eq!(token_calls, 1, "only the recovery: {report:?}");
+    assert_eq!((report.rotated, report.deferred), (1, 3), "{report:?}");
+    let grants = app.grants().await;
+    assert!(
+        grants
+            .iter()
+            .filter(|g| later.contains(&g.id))
+            .all(|g| g.failure_streak == 0),
+        "a deferral is not a failure of the grant"
+    );
+    assert!(first.iter().all(|id| grants.iter().any(|g| g.id == *id)));
+    assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
+}
+
+#[sqlx::test]
+async fn a_sync_caller_honours_a_grants_backoff(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+    app.clock.advance(chrono::Duration::days(34));
+    app.sandbox.emulator.inject_fault(Fault::new(
+        FaultKind::BurstRateLimited {
+            retry_after_secs: 60,
+        },
+        "/oauth/token",
+    ));
+    assert_eq!(app.sweep(&refresher).await.retrying, 1);
+    // A sync wants a token ten seconds later, inside the grant's backoff.
+    app.clock.advance(chrono::Duration::seconds(10));
+    let grant = app.grants().await.remove(0);
+    let calls_before = app.sandbox.emulator.request_log().len();
+    let result = app.refresher("syncer").access_token(grant.id).await;
+    assert!(
+        matches!(
+            result,
+            Err(atlassync::lifecycle::TokenUnavailable::Retrying(_))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        app.sandbox.emulator.request_log().len(),
+        calls_before,
+        "no exchange before the backoff ends"
+    );
+    // After it, the sync gets its token.
+    app.clock.advance(chrono::Duration::seconds(60));
+    assert!(app.refresher("syncer").access_token(grant.id).await.is_ok());
 }

@@ -59,11 +59,22 @@ pub enum FaultKind {
     TokenExpired,
     /// The connection is dropped (reset) without any response.
     ConnectionReset,
-    /// The real answer, `millis` later.
+    /// The real answer, `millis` later: the request waits before it is handled (a client
+    /// that gives up first leaves it unhandled).
     Latency {
         /// Added delay in milliseconds.
         millis: u64,
     },
+    /// The request is handled at once (a refresh token rotates) and the answer is sent
+    /// `millis` later, whether or not the client still waits for it: what a slow network
+    /// or gateway does to a response.
+    SlowAnswer {
+        /// Delay of the answer in milliseconds.
+        millis: u64,
+    },
+    /// The request is handled (a refresh token rotates), then the connection is dropped
+    /// without an answer: a response lost after the work was done.
+    LostResponse,
     /// The real status and headers with the JSON body cut short.
     MalformedJson,
     /// `search/jql` answers with the `nextPageToken` it was sent (the JRACLOUD-94632 loop).
@@ -91,6 +102,8 @@ impl FaultKind {
             FaultKind::TokenExpired => "token_expired",
             FaultKind::ConnectionReset => "connection_reset",
             FaultKind::Latency { .. } => "latency",
+            FaultKind::SlowAnswer { .. } => "slow_answer",
+            FaultKind::LostResponse => "lost_response",
             FaultKind::MalformedJson => "malformed_json",
             FaultKind::RepeatedPageToken => "repeated_page_token",
             FaultKind::MissingIsLast => "missing_is_last",
@@ -324,6 +337,8 @@ fn canned(kind: &FaultKind, path: &str, shared: &Shared, now: DateTime<Utc>) -> 
         // Handled by the caller; a placeholder that is never written.
         FaultKind::ConnectionReset
         | FaultKind::Latency { .. }
+        | FaultKind::SlowAnswer { .. }
+        | FaultKind::LostResponse
         | FaultKind::MalformedJson
         | FaultKind::RepeatedPageToken
         | FaultKind::MissingIsLast
@@ -375,6 +390,23 @@ pub(crate) async fn inject_and_log(
         Some(FaultKind::Latency { millis }) => {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             next.run(request).await
+        }
+        Some(FaultKind::SlowAnswer { millis }) => {
+            // Handled first (the work is done), answered later: a client that stops waiting
+            // during the delay has lost an answer whose work happened.
+            let response = next.run(request).await;
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            response
+        }
+        Some(FaultKind::LostResponse) => {
+            let connection = request.extensions().get::<ConnectInfo<ConnTag>>().cloned();
+            let _handled = next.run(request).await;
+            match connection {
+                Some(ConnectInfo(connection)) => connection.reset(),
+                None => tracing::warn!("emulator: cannot drop a connection without its tag"),
+            }
+            shared.with_log(|log| log.record(entry));
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         Some(FaultKind::MalformedJson) => truncate_body(next.run(request).await).await,
         Some(FaultKind::ReflectedRequest) => {

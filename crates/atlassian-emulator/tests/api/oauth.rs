@@ -947,3 +947,53 @@ async fn shutdown_stops_serving() {
     }
     assert!(stopped, "server still answering after shutdown");
 }
+
+#[tokio::test]
+async fn a_slow_answer_rotates_first_and_a_lost_response_after_rotating() {
+    use atlassian_emulator::{Fault, FaultKind};
+    let env = start().await;
+    let first = text(&env.connect(ALL_SCOPES).await, "refresh_token");
+    // The answer comes after 1.5 s; this client gives up after 0.5 s. The rotation happened.
+    env.emu.inject_fault(Fault::new(
+        FaultKind::SlowAnswer { millis: 1_500 },
+        "/oauth/token",
+    ));
+    let impatient = env
+        .http
+        .post(env.url("oauth/token"))
+        .timeout(Duration::from_millis(500))
+        .json(&json!({
+            "grant_type": "refresh_token",
+            "client_id": "emulator-client",
+            "client_secret": "emulator-secret",
+            "refresh_token": first,
+        }))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client timed out");
+    assert_eq!(env.emu.counters().refreshes, 1, "rotated before answering");
+    // The same token again, inside the leeway: a reuse. Its response is lost after rotating.
+    env.emu
+        .inject_fault(Fault::new(FaultKind::LostResponse, "/oauth/token"));
+    let lost = env
+        .http
+        .post(env.url("oauth/token"))
+        .json(&json!({
+            "grant_type": "refresh_token",
+            "client_id": "emulator-client",
+            "client_secret": "emulator-secret",
+            "refresh_token": first,
+        }))
+        .send()
+        .await;
+    assert!(
+        lost.is_err() || lost.is_ok_and(|r| r.status().is_server_error()),
+        "no usable answer"
+    );
+    let counters = env.emu.counters();
+    assert_eq!(
+        (counters.refreshes, counters.reuses_in_leeway),
+        (2, 1),
+        "{counters:?}"
+    );
+}
