@@ -552,3 +552,31 @@ async fn a_sync_caller_honours_a_grants_backoff(pool: sqlx::PgPool) {
     app.clock.advance(chrono::Duration::seconds(60));
     assert!(app.refresher("syncer").access_token(grant.id).await.is_ok());
 }
+
+#[sqlx::test]
+async fn the_recovery_of_a_timed_out_exchange_waits_longer_for_its_answer(pool: sqlx::PgPool) {
+    let app = TestApp::start_with(
+        pool,
+        EmulatorConfig::default(),
+        overrides(&[("atlassian.request_timeout", "1s")]),
+    )
+    .await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let refresher = app.refresher("worker");
+    app.clock.advance(chrono::Duration::days(34));
+    // Atlassian rotates at once but its answers arrive after 1.5 s: the first attempt gives
+    // up at 1 s, after the rotation.
+    app.sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::SlowAnswer { millis: 1_500 }, "/oauth/token").times(2));
+    assert_eq!(app.sweep(&refresher).await.retrying, 1);
+    // The recovery presents the same token inside the leeway and waits up to 2 s for the
+    // answer; losing that one too would leave no live token.
+    app.clock.advance(chrono::Duration::minutes(3));
+    let report = app.sweep(&refresher).await;
+    assert_eq!(report.rotated, 1, "{report:?}");
+    let counters = app.sandbox.emulator.counters();
+    assert_eq!(counters.reuses_in_leeway, 1, "{counters:?}");
+    assert_eq!(counters.family_revocations, 0, "{counters:?}");
+}
