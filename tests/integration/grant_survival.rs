@@ -580,3 +580,69 @@ async fn the_recovery_of_a_timed_out_exchange_waits_longer_for_its_answer(pool: 
     assert_eq!(counters.reuses_in_leeway, 1, "{counters:?}");
     assert_eq!(counters.family_revocations, 0, "{counters:?}");
 }
+
+#[sqlx::test]
+async fn thirty_seconds_of_a_slow_lossy_token_endpoint_lose_no_family(pool: sqlx::PgPool) {
+    // Answers take 3 s, longer than the 2 s request timeout: every ordinary attempt is lost
+    // after Atlassian rotated. On top, about 30 % of the answers are dropped outright.
+    let app = TestApp::start_with(
+        pool,
+        EmulatorConfig::default(),
+        overrides(&[("atlassian.request_timeout", "2s")]),
+    )
+    .await;
+    let (acme, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let ivy = app.user("Ivy", "UTC", vec![acme]);
+    assert_eq!(app.consent("ivy", &ivy).await.0, 200);
+    app.clock.advance(chrono::Duration::days(34));
+    // Ivy is not due for keep-alive but her family ends in a week: the sweep must still
+    // get to its deadline checks while exchanges are slow.
+    sqlx::query(
+        "UPDATE grants SET next_refresh_at = $1 + interval '20 days', family_deadline = $1 + interval '7 days'
+         WHERE label = 'ivy'",
+    )
+    .bind(app.clock.now_for_tests())
+    .execute(app.pool())
+    .await
+    .unwrap();
+    for slot in 0..30 {
+        let kind = if slot >= 4 && slot % 3 == 1 {
+            FaultKind::LostResponse
+        } else {
+            FaultKind::SlowAnswer { millis: 3_000 }
+        };
+        app.sandbox
+            .emulator
+            .inject_fault(Fault::new(kind, "/oauth/token"));
+    }
+    let refresher = app.refresher("worker");
+    let started = std::time::Instant::now();
+    let mut sweeps = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        app.sweep(&refresher).await;
+        sweeps += 1;
+        app.clock.advance(chrono::Duration::seconds(20));
+    }
+    let counters = app.sandbox.emulator.counters();
+    assert_eq!(
+        counters.family_revocations, 0,
+        "{counters:?} after {sweeps} sweeps"
+    );
+    let alerts = app.alerts().await;
+    assert_eq!(open_alerts_of(&alerts, "needs_reauth"), 0, "{alerts:?}");
+    assert_eq!(open_alerts_of(&alerts, "family_expiring"), 1, "{alerts:?}");
+    assert!(
+        app.grants()
+            .await
+            .iter()
+            .all(|g| g.status != GrantStatus::NeedsReauth)
+    );
+    // The endpoint recovers: Mia's stored token is the current one (Ivy's family has
+    // reached its deadline by then, as warned).
+    app.sandbox.emulator.clear_faults();
+    app.clock.advance(chrono::Duration::days(40));
+    let report = app.sweep(&app.refresher("after")).await;
+    assert_eq!((report.rotated, report.family_expired), (1, 1), "{report:?}");
+    assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
+}
