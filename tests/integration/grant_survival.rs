@@ -643,6 +643,10 @@ async fn thirty_seconds_of_a_slow_lossy_token_endpoint_lose_no_family(pool: sqlx
     app.sandbox.emulator.clear_faults();
     app.clock.advance(chrono::Duration::days(40));
     let report = app.sweep(&app.refresher("after")).await;
-    assert_eq!((report.rotated, report.family_expired), (1, 1), "{report:?}");
+    assert_eq!(
+        (report.rotated, report.family_expired),
+        (1, 1),
+        "{report:?}"
+    );
     assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
 }
