@@ -133,7 +133,11 @@ pub async fn import_refresh_token(
     let now = app.clock.now();
     {
         let mut conn = app.pool.acquire().await?;
-        if !presented_tokens::record_presented(&mut conn, presented, None, now).await? {
+        // An import that died after its exchange may be re-run inside the reuse leeway.
+        let retry_window = app.config.tokens.reuse_leeway / 2;
+        if !presented_tokens::record_presented(&mut conn, presented, None, now, retry_window)
+            .await?
+        {
             return Err(OnboardError::AlreadyPresented);
         }
     }
@@ -168,9 +172,28 @@ pub async fn import_refresh_token(
         family_started_at,
         now,
     );
+    // The rotated token exists only here now: its first write is retried until the
+    // database takes it.
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        let stored = async {
+            let mut conn = app.pool.acquire().await?;
+            grants::insert_grant(&mut conn, label, None, &family, now).await
+        }
+        .await;
+        match stored {
+            Ok(()) => break,
+            Err(e) if crate::store::is_connection_error(&e) => {
+                tracing::error!(error = %e, "database unreachable after an import's exchange; retrying the write");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     {
         let mut conn = app.pool.acquire().await?;
-        grants::insert_grant(&mut conn, label, None, &family, now).await?;
+        presented_tokens::link(&mut conn, presented, placeholder).await?;
     }
 
     let (account, sites) = match identify(app, &tokens).await {
@@ -182,7 +205,7 @@ pub async fn import_refresh_token(
             });
         }
     };
-    store_family(
+    let connected = store_family(
         app,
         label,
         &account,
@@ -193,7 +216,11 @@ pub async fn import_refresh_token(
         now,
         Some(placeholder),
     )
-    .await
+    .await?;
+    // The family may have moved into the account's existing grant.
+    let mut conn = app.pool.acquire().await?;
+    presented_tokens::link(&mut conn, presented, connected.grant_id).await?;
+    Ok(connected)
 }
 
 async fn identify(app: &App, tokens: &TokenSet) -> Result<(Account, Vec<Site>), OnboardError> {

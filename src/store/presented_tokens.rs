@@ -13,24 +13,46 @@ pub fn token_digest(token: &RefreshToken) -> Vec<u8> {
     digest(token.expose().as_bytes())
 }
 
-/// Records that `token` is about to be presented. Returns false when it was presented
-/// before (by an import or a rotation), in which case it must not be presented again.
+/// Records that `token` is about to be presented. Returns false when it must not be: it was
+/// presented before (by an import or a rotation) and its result is stored in a grant, or
+/// longer ago than `retry_window`. A presentation whose result never reached a grant (an
+/// import that died after the exchange) may be repeated inside `retry_window`, which is
+/// within Atlassian's reuse leeway, so the family is not lost with it.
 pub async fn record_presented(
     conn: &mut PgConnection,
     token: &RefreshToken,
     grant_id: Option<GrantId>,
     now: DateTime<Utc>,
+    retry_window: chrono::TimeDelta,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let recorded = sqlx::query(
         "INSERT INTO presented_refresh_tokens (digest, grant_id, presented_at)
-         VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
+         VALUES ($1, $2, $3)
+         ON CONFLICT (digest) DO UPDATE SET presented_at = presented_refresh_tokens.presented_at
+         WHERE presented_refresh_tokens.grant_id IS NULL
+           AND presented_refresh_tokens.presented_at > $3 - $4",
     )
     .bind(token_digest(token))
     .bind(grant_id)
     .bind(now)
+    .bind(retry_window)
     .execute(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// Records which grant holds the result of presenting `token` (it may not be repeated).
+pub async fn link(
+    conn: &mut PgConnection,
+    token: &RefreshToken,
+    grant_id: GrantId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE presented_refresh_tokens SET grant_id = $2 WHERE digest = $1")
+        .bind(token_digest(token))
+        .bind(grant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Forgets a presentation that Atlassian certainly did not act on (it answered with an

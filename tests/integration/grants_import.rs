@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::support::{TestApp, database_url};
+use crate::support::{NowForTests, TestApp, database_url};
 use atlassian_emulator::{ConsentDecision, Fault, FaultKind};
 use atlassync::domain::RefreshToken;
 use atlassync::onboarding::{OnboardError, import_refresh_token};
@@ -283,4 +283,47 @@ async fn an_import_whose_profile_lookup_failed_is_identified_at_the_next_revalid
         .unwrap();
     assert_eq!(sites, 2, "identified and revalidated: Jira and Confluence");
     assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
+}
+
+#[sqlx::test]
+async fn an_import_that_died_after_its_exchange_may_be_rerun_inside_the_leeway(pool: PgPool) {
+    let app = TestApp::start(pool.clone()).await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let token = RefreshToken::new(foreign_refresh_token(&app, &mia).await);
+    // A first run presented the token, Atlassian rotated, and the process died before
+    // writing anything: the digest is there, no grant holds the result.
+    app.sandbox
+        .app
+        .tokens
+        .refresh(&token)
+        .await
+        .expect("the first run's exchange");
+    {
+        let mut conn = pool.acquire().await.unwrap();
+        let window = chrono::Duration::minutes(5);
+        let now = app.clock.now_for_tests();
+        assert!(
+            atlassync::store::presented_tokens::record_presented(
+                &mut conn, &token, None, now, window
+            )
+            .await
+            .unwrap()
+        );
+    }
+    // Re-run two minutes later: still inside the leeway, so the family is saved.
+    app.clock.advance(chrono::Duration::minutes(2));
+    let connected = import_refresh_token(&app.sandbox.app, "mia", &token, None)
+        .await
+        .expect("the re-run imports");
+    assert_eq!(connected.account.account_id.as_str(), mia);
+    // Once a grant holds the result, the token is never presented again.
+    app.clock.advance(chrono::Duration::minutes(1));
+    let again = import_refresh_token(&app.sandbox.app, "mia", &token, None).await;
+    assert!(
+        matches!(again, Err(OnboardError::AlreadyPresented)),
+        "{again:?}"
+    );
+    let counters = app.sandbox.emulator.counters();
+    assert_eq!(counters.family_revocations, 0, "{counters:?}");
+    assert_eq!(counters.reuses_in_leeway, 1, "{counters:?}");
 }
