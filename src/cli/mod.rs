@@ -1,6 +1,7 @@
 //! Command-line interface. Exit codes: 0 clean stop, 2 bad configuration or arguments (the
 //! message names the key), 1 anything else.
 
+mod alerts;
 mod grants;
 mod run;
 mod sites;
@@ -43,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Open alerts: who, why, since when, by when.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Inspect synced sites, or pin the grant a site syncs through.
     Sites {
         #[command(subcommand)]
@@ -64,6 +70,16 @@ enum Command {
     Emulator(atlassian_emulator::ServeArgs),
     /// A guided tour on a private database and the emulator (needs DATABASE_URL).
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// The open alerts, newest first.
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +225,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             match command {
                 GrantsCommand::List { json } => grants::list(&app, json).await?,
                 GrantsCommand::Import => return Ok(grants::import(&app).await?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts { command } => {
+            let pool = connect(&config).await?;
+            let app = App::new(config, pool, Arc::new(SystemClock));
+            match command {
+                AlertsCommand::List { json } => alerts::list(&app, json).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

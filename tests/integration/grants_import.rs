@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::support::{NowForTests, TestApp, database_url};
+use crate::support::{NowForTests, TestApp, write_config};
 use atlassian_emulator::{ConsentDecision, Fault, FaultKind};
 use atlassync::domain::RefreshToken;
 use atlassync::onboarding::{OnboardError, import_refresh_token};
@@ -60,35 +60,6 @@ async fn foreign_refresh_token(app: &TestApp, account_id: &str) -> String {
         .await
         .unwrap();
     tokens["refresh_token"].as_str().unwrap().to_owned()
-}
-
-fn write_config(app: &TestApp, pool: &PgPool) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("atlassync-import-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // The sandbox's own key, so that its services can open what the binary sealed.
-    let key = app.sandbox.app.config.crypto.key_file.clone();
-    let base = app.sandbox.emulator.base_url();
-    let config = dir.join("atlassync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[database]
-url = "{db}"
-[atlassian]
-client_id = "emulator-client"
-client_secret = "emulator-secret"
-redirect_uri = "http://127.0.0.1:1/callback"
-auth_base_url = "{base}"
-api_base_url = "{base}"
-[crypto]
-key_file = "{key}"
-"#,
-            db = database_url(pool),
-            key = key.display(),
-        ),
-    )
-    .unwrap();
-    config
 }
 
 #[sqlx::test]

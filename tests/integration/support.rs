@@ -187,3 +187,34 @@ impl NowForTests for ManualClock {
         atlassync::clock::Clock::now(self)
     }
 }
+
+/// A configuration file for running the `atlassync` binary against this sandbox: its
+/// database, its emulator and its key.
+pub fn write_config(app: &TestApp, pool: &PgPool) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("atlassync-import-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The sandbox's own key, so that its services can open what the binary sealed.
+    let key = app.sandbox.app.config.crypto.key_file.clone();
+    let base = app.sandbox.emulator.base_url();
+    let config = dir.join("atlassync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[database]
+url = "{db}"
+[atlassian]
+client_id = "emulator-client"
+client_secret = "emulator-secret"
+redirect_uri = "http://127.0.0.1:1/callback"
+auth_base_url = "{base}"
+api_base_url = "{base}"
+[crypto]
+key_file = "{key}"
+"#,
+            db = database_url(pool),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
