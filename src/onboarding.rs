@@ -174,23 +174,11 @@ pub async fn import_refresh_token(
     );
     // The rotated token exists only here now: its first write is retried until the
     // database takes it.
-    let mut wait = std::time::Duration::from_millis(100);
-    loop {
-        let stored = async {
-            let mut conn = app.pool.acquire().await?;
-            grants::insert_grant(&mut conn, label, None, &family, now).await
-        }
-        .await;
-        match stored {
-            Ok(()) => break,
-            Err(e) if crate::store::is_connection_error(&e) => {
-                tracing::error!(error = %e, "database unreachable after an import's exchange; retrying the write");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    crate::store::until_reachable("storing an imported grant's rotated token", || async {
+        let mut conn = app.pool.acquire().await?;
+        grants::insert_grant(&mut conn, label, None, &family, now).await
+    })
+    .await?;
     {
         let mut conn = app.pool.acquire().await?;
         presented_tokens::link(&mut conn, presented, placeholder).await?;

@@ -187,9 +187,7 @@ async fn identify(
 async fn is_idle(app: &App, grant: &Grant) -> Result<bool, sqlx::Error> {
     let now = app.clock.now();
     let policy = &app.config.tokens;
-    let fresh = grant
-        .access_expires_at
-        .is_some_and(|expires| expires - policy.refresh_margin > now);
+    let fresh = grant.access_fresh(now, policy.refresh_margin);
     let checked_recently = grant
         .last_revalidated_at
         .is_some_and(|at| at + policy.idle_revalidate_after > now);

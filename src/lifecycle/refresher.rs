@@ -206,9 +206,7 @@ impl Refresher {
                 GrantStatus::Active | GrantStatus::Degraded => {}
             }
             let stored = grant.access_token(keyring)?;
-            let fresh = grant
-                .access_expires_at
-                .is_some_and(|expires| expires - margin > now);
+            let fresh = grant.access_fresh(now, margin);
             if let Some(stored) = stored {
                 let replaced = failed.is_some_and(|f| f.expose() != stored.expose());
                 if (fresh && failed.is_none()) || replaced {
@@ -278,8 +276,8 @@ impl Refresher {
             return Ok(RefreshOutcome::LeaseLost);
         };
         let recovering = grant
-            .refresh_started_at
-            .is_some_and(|first| now < first + self.app.config.tokens.reuse_leeway);
+            .pending_recovery(now, self.app.config.tokens.reuse_leeway)
+            .is_some();
         if let Some(until) = self.held_until(&grant, recovering, now) {
             let mut conn = self.app.pool.acquire().await?;
             return Ok(
@@ -511,37 +509,19 @@ impl Refresher {
         grant: &Grant,
         rotation: &Rotation,
     ) -> Result<Option<Grant>, sqlx::Error> {
-        let mut wait = Duration::from_millis(100);
-        let mut attempts = 0u32;
-        loop {
-            match self.persist(grant, rotation).await {
-                // A commit whose answer was lost may have landed: it did if the row holds
-                // exactly this rotation's sealed access token.
-                Ok(None) if attempts > 0 => {
-                    let mut conn = self.app.pool.acquire().await?;
-                    let current = grants::get_grant(&mut conn, grant.id).await?;
-                    return Ok(current.filter(|stored| {
-                        stored.access_token.as_ref().map(|s| &s.bytes)
-                            == Some(&rotation.access_token.bytes)
-                    }));
-                }
-                Ok(stored) => {
-                    if attempts > 0 {
-                        tracing::info!(grant.id = %grant.id, attempts, "rotated token persisted after the database came back");
-                    }
-                    return Ok(stored);
-                }
-                Err(e) if crate::store::is_connection_error(&e) => {
-                    attempts += 1;
-                    if attempts == 1 || attempts.is_multiple_of(20) {
-                        tracing::error!(grant.id = %grant.id, attempts, error = %e, "database unreachable after a token exchange; holding the rotated token and retrying its persist");
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
+        let what = format!("persisting the rotated token of grant {}", grant.id);
+        let (stored, retried) =
+            crate::store::until_reachable(&what, || self.persist(grant, rotation)).await?;
+        if stored.is_some() || !retried {
+            return Ok(stored);
         }
+        // A commit whose answer was lost may have landed: it did if the row holds exactly
+        // this rotation's sealed access token.
+        let mut conn = self.app.pool.acquire().await?;
+        let current = grants::get_grant(&mut conn, grant.id).await?;
+        Ok(current.filter(|stored| {
+            stored.access_token.as_ref().map(|s| &s.bytes) == Some(&rotation.access_token.bytes)
+        }))
     }
 
     async fn persist(
@@ -639,11 +619,9 @@ impl Refresher {
         // the reuse leeway counted from that first attempt, whatever this failure was. When
         // that window has passed, a definite failure backs off normally; an interrupted one
         // may itself have rotated the token, so it opens a new window from now.
-        let started = match grant.refresh_started_at {
-            Some(first) if now < first + policy.reuse_leeway => Some(first),
-            _ if interrupted => Some(now),
-            _ => None,
-        };
+        let started = grant
+            .pending_recovery(now, policy.reuse_leeway)
+            .or_else(|| interrupted.then_some(now));
         let pending = started.is_some();
         let mut delay = retry_after
             .and_then(|wait| TimeDelta::from_std(wait).ok())

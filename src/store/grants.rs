@@ -122,6 +122,24 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Whether the stored access token is still good `margin` from `now` (keep-warm: no
+    /// exchange is needed to use it).
+    pub fn access_fresh(&self, now: DateTime<Utc>, margin: chrono::TimeDelta) -> bool {
+        self.access_expires_at
+            .is_some_and(|expires| expires - margin > now)
+    }
+
+    /// The start of the reuse-leeway window of an interrupted exchange still open at `now`:
+    /// its recovery must present the same token before `leeway` has passed.
+    pub fn pending_recovery(
+        &self,
+        now: DateTime<Utc>,
+        leeway: chrono::TimeDelta,
+    ) -> Option<DateTime<Utc>> {
+        self.refresh_started_at
+            .filter(|first| now < *first + leeway)
+    }
+
     /// Opens the refresh token.
     pub fn refresh_token(&self, keyring: &Keyring) -> Result<RefreshToken, OpenError> {
         let plain = keyring.open(&self.refresh_token, &context(self.id, "refresh_token"))?;

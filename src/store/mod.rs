@@ -79,6 +79,41 @@ pub fn is_connection_error(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Runs `attempt` until the database takes it: while the database is unreachable
+/// ([`is_connection_error`]) it is retried with backoff (0.1 s doubling to 5 s), logging
+/// `what` at the first failure and every 20th; any other error is returned. Used where the
+/// only copy of a rotated token is in memory. Returns the result and whether it was retried.
+pub async fn until_reachable<T, F, Fut>(
+    what: &str,
+    mut attempt: F,
+) -> Result<(T, bool), sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut wait = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                if failures > 0 {
+                    tracing::info!(failures, "{what}: the database is back, written");
+                }
+                return Ok((value, failures > 0));
+            }
+            Err(e) if is_connection_error(&e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::error!(failures, error = %e, "{what}: database unreachable; retrying");
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The database server's clock (`clock_timestamp()`), for aligning replicas' business time.
 pub async fn database_now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
     sqlx::query_scalar("SELECT clock_timestamp()")

@@ -105,13 +105,7 @@ async fn a_grant_whose_sites_are_all_removed_for_a_while_is_kept_alive(pool: sql
         GrantStatus::Active,
         "no site is not a dead family"
     );
-    let open_no_sites = |alerts: &[(String, String, bool)]| {
-        alerts
-            .iter()
-            .filter(|(kind, _, resolved)| kind == "no_sites" && !resolved)
-            .count()
-    };
-    assert_eq!(open_no_sites(&app.alerts().await), 1);
+    assert_eq!(open_alerts_of(&app.alerts().await, "no_sites"), 1);
 
     // Four months without a site: keep-alive and revalidation go on as usual.
     for _ in 0..12 {
@@ -120,7 +114,7 @@ async fn a_grant_whose_sites_are_all_removed_for_a_while_is_kept_alive(pool: sql
         app.revalidate(&refresher).await;
     }
     assert_eq!(
-        open_no_sites(&app.alerts().await),
+        open_alerts_of(&app.alerts().await, "no_sites"),
         1,
         "raised once, still open"
     );
@@ -130,7 +124,7 @@ async fn a_grant_whose_sites_are_all_removed_for_a_while_is_kept_alive(pool: sql
     app.clock.advance(chrono::Duration::hours(6));
     let report = app.revalidate(&refresher).await;
     assert_eq!(report.lost_all_sites, 0, "{report:?}");
-    assert_eq!(open_no_sites(&app.alerts().await), 0);
+    assert_eq!(open_alerts_of(&app.alerts().await, "no_sites"), 0);
     let grant = app.grants().await.remove(0);
     assert_eq!(grant.status, GrantStatus::Active);
     let counters = app.sandbox.emulator.counters();
@@ -228,18 +222,15 @@ async fn keep_alive_failing_for_weeks_warns_before_the_inactivity_deadline(pool:
                 retry_after_secs: None,
             }],
         }));
-    let open = |alerts: &[(String, String, bool)]| {
-        alerts
-            .iter()
-            .filter(|(kind, _, resolved)| kind == "inactivity_expiring" && !resolved)
-            .count()
-    };
     for _ in 0..7 {
         app.clock.advance(chrono::Duration::days(10));
         app.sweep(&refresher).await;
     }
     // Day 70: 20 days left, not yet within the 14-day warning.
-    assert_eq!(open(&app.alerts().await), 0);
+    assert_eq!(
+        open_alerts_of(&app.alerts().await, "inactivity_expiring"),
+        0
+    );
     app.clock.advance(chrono::Duration::days(7));
     let report = app.sweep(&refresher).await;
     assert_eq!(report.inactivity_warnings, 1, "{report:?}");
@@ -256,7 +247,10 @@ async fn keep_alive_failing_for_weeks_warns_before_the_inactivity_deadline(pool:
     app.clock.advance(chrono::Duration::days(1));
     assert_eq!(app.sweep(&refresher).await.rotated, 1);
     app.sweep(&refresher).await;
-    assert_eq!(open(&app.alerts().await), 0);
+    assert_eq!(
+        open_alerts_of(&app.alerts().await, "inactivity_expiring"),
+        0
+    );
     let grant = app.grants().await.remove(0);
     assert_eq!(grant.status, GrantStatus::Active);
     assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
