@@ -1,6 +1,9 @@
-//! The HTTP server: health, the consent flow (invite links and the OAuth callback).
+//! The HTTP server: health and readiness, metrics, and the consent flow (invite links and
+//! the OAuth callback).
 
+mod auth;
 mod connect;
+mod metrics;
 pub mod pages;
 
 use std::future::Future;
@@ -22,6 +25,8 @@ pub fn router(app: App) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route(
             &format!("/{}", crate::invite::CONNECT_PATH),
             get(connect::start),
