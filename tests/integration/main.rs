@@ -2,6 +2,7 @@
 //! test gets its own migrated Postgres database (`#[sqlx::test]`) and talks to the built-in
 //! emulator over real HTTP.
 
+mod alert_delivery;
 mod alerts_cli;
 mod architecture;
 mod cli_config;
