@@ -4,7 +4,9 @@
 //! 2. refreshes per second end to end against the built-in emulator, and how much of it is
 //!    the token endpoint;
 //! 3. the release daemon's idle CPU and peak RSS over 100,000 grants, and its peak RSS and
-//!    rate while sweeping 2,000 due grants.
+//!    rate while sweeping 2,000 due grants;
+//!
+//! and, after 1, one `/metrics` scrape over 100,000 grants against counting them directly.
 //!
 //! `source scripts/pg test; cargo bench --bench grants`. It creates and drops its own database
 //! on the server in `DATABASE_URL`, and prints a note and exits 0 when that is unset.
@@ -124,6 +126,7 @@ async fn bench(database_url: &str, dir: &Path) -> anyhow::Result<()> {
     settle_dummies(&pool, Utc::now()).await?;
     family_scan_benchmark(&pool).await?;
     revalidation_claim_benchmark(&pool).await?;
+    metrics_scrape_benchmark(&app).await?;
     if std::env::var_os("GRANTS_BENCH_CLAIMS_ONLY").is_some() {
         // Only the queries over 100,000 grants (no emulator runs, no release daemon).
         emulator.shutdown();
@@ -854,5 +857,71 @@ async fn daemon_benchmark(
         log.matches("\"level\":\"ERROR\"").count(),
         log.matches("\"level\":\"WARN\"").count()
     );
+    Ok(())
+}
+
+/// `/metrics` over 100,000 grants, end to end through the HTTP server, beside the limit it
+/// avoids: counting grants by status with a scan of the table.
+async fn metrics_scrape_benchmark(app: &App) -> anyhow::Result<()> {
+    section("metrics: /metrics scrapes over 100,000 grants");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/metrics", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    tokio::spawn(atlassync::http::serve(app.clone(), listener, {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+    let client = reqwest::Client::new();
+    let mut scrapes = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let body = client
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        scrapes.push(started.elapsed());
+        bytes = body.len();
+    }
+    stop.cancel();
+    print_percentiles(&format!("GET /metrics ({bytes} bytes)"), &mut scrapes);
+    let mut conn = app.pool.acquire().await?;
+    let mut counting = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let _: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM grants GROUP BY status")
+                .fetch_all(&mut *conn)
+                .await?;
+        counting.push(started.elapsed());
+    }
+    print_percentiles(
+        "limit avoided: SELECT status, count(*) FROM grants GROUP BY status",
+        &mut counting,
+    );
+    for (name, sql) in [
+        (
+            "grant counts",
+            "SELECT status, grants FROM grant_status_counts",
+        ),
+        (
+            "nearest family deadline",
+            "SELECT min(family_deadline) FROM grants WHERE status IN ('active', 'degraded')",
+        ),
+    ] {
+        let plan: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {sql}")))
+                .fetch_all(&mut *conn)
+                .await?;
+        let nodes: Vec<&str> = plan
+            .iter()
+            .map(|l| l.trim_start_matches([' ', '-', '>']).trim())
+            .filter(|l| l.contains("Scan"))
+            .collect();
+        println!("  plan of {name}: {}", nodes.join("; "));
+    }
     Ok(())
 }

@@ -79,6 +79,13 @@ END $$;
 CREATE TRIGGER alerts_transitions AFTER INSERT OR UPDATE OF resolved_at ON alerts
     FOR EACH ROW EXECUTE FUNCTION alert_message_for_transition();
 
+-- Alerts open before delivery existed were never sent: each gets its open message now.
+INSERT INTO alert_messages (alert_id, state, kind, grant_id, account_id, label, cloud_id,
+                            product, reason, since, deadline, at)
+SELECT id, 'open', kind, grant_id, account_id, label, cloud_id, product, reason, since,
+       deadline, opened_at
+FROM alerts WHERE resolved_at IS NULL ORDER BY id;
+
 -- Grants by status, kept exact by a trigger so the metrics scrape reads a handful of rows
 -- instead of counting every grant.
 CREATE TABLE grant_status_counts (

@@ -79,12 +79,12 @@ impl ApiClient {
         let response = match response {
             Ok(response) => response,
             Err(e) => {
-                self.count(Product::Jira, None);
+                self.count("jsm", None);
                 return Err(ApiError::Transient(describe_transport_error(&e)));
             }
         };
         let status = response.status();
-        self.count(Product::Jira, Some(status.as_u16()));
+        self.count("jsm", Some(status.as_u16()));
         let headers = response.headers().clone();
         let bytes = response
             .bytes()

@@ -166,9 +166,24 @@ impl Deliverer {
         let threshold = self.app.config.alerts.sink_failing_after;
         let mut conn = self.app.pool.acquire().await?;
         let backlogs = alert_outbox::backlogs(&mut conn).await?;
+        let configured: Vec<&str> = self
+            .app
+            .config
+            .alerts
+            .sinks()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        for orphaned in backlogs
+            .iter()
+            .filter(|b| !configured.contains(&b.sink.as_str()))
+        {
+            // Never dropped here: another replica may still have the sink configured.
+            tracing::warn!(sink = %orphaned.sink, pending = orphaned.pending, "alert messages wait for a sink this replica has not configured");
+        }
         let failing: Vec<_> = backlogs
             .iter()
-            .filter(|b| is_failing(b, now, threshold))
+            .filter(|b| configured.contains(&b.sink.as_str()) && is_failing(b, now, threshold))
             .collect();
         for backlog in &failing {
             let reason = format!(

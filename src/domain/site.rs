@@ -50,12 +50,14 @@ impl Product {
         }
     }
 
-    /// The scopes atlassync needs on a site of this product, taken from what it requests.
+    /// The scopes atlassync needs on a site of this product to sync it, taken from what it
+    /// requests. Jira Service Management scopes (e.g. the ops-alert scopes the JSM alert
+    /// sink uses) name `jira` too but no sync needs them: a grant without them still syncs.
     pub fn required_scopes(self, requested: &[String]) -> Vec<String> {
         let marker = self.as_str();
         requested
             .iter()
-            .filter(|s| s.contains(marker))
+            .filter(|s| s.contains(marker) && !s.ends_with(":jira-service-management"))
             .cloned()
             .collect()
     }
@@ -113,5 +115,32 @@ impl fmt::Display for Product {
 impl AsRef<str> for Product {
     fn as_ref(&self) -> &str {
         self.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_needs_no_jira_service_management_scope() {
+        let requested: Vec<String> = [
+            "read:me",
+            "read:jira-work",
+            "read:jira-user",
+            "read:space:confluence",
+            "read:ops-alert:jira-service-management",
+            "write:ops-alert:jira-service-management",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            Product::Jira.required_scopes(&requested),
+            ["read:jira-work", "read:jira-user"]
+        );
+        assert_eq!(
+            Product::Confluence.required_scopes(&requested),
+            ["read:space:confluence"]
+        );
     }
 }

@@ -429,3 +429,192 @@ async fn readyz_turns_503_while_postgres_is_down_and_200_when_it_returns() {
     stop.cancel();
     running.await.unwrap().expect("the daemon stops cleanly");
 }
+
+#[sqlx::test]
+async fn a_site_whose_sync_keeps_failing_raises_sync_stale_until_it_succeeds(pool: PgPool) {
+    let mut keys = overrides(&[("alerts.sync_stale_after", "1h")]);
+    keys.insert("sync.max_retries".into(), "0".into());
+    let app = TestApp::start_with(pool, Default::default(), keys).await;
+    let (acme, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let syncer = atlassync::jobs::sync::Syncer::new(app.sandbox.app.clone(), app.refresher("s"));
+    let sync = || async {
+        syncer
+            .run_once(
+                atlassync::domain::SyncKind::ConfluenceSpaces,
+                crate::support::NowForTests::now_for_tests(&*app.clock),
+                &CancellationToken::new(),
+            )
+            .await
+            .expect("sync runs")
+    };
+    let stale = || async {
+        atlassync::jobs::stale_sites::run_once(&app.sandbox.app)
+            .await
+            .expect("stale check runs")
+    };
+    assert_eq!(sync().await.ok, 1);
+    assert_eq!(stale().await, 0);
+
+    // Confluence fails for hours: after an hour without success the site is stale.
+    app.sandbox.emulator.inject_fault(
+        atlassian_emulator::Fault::new(
+            atlassian_emulator::FaultKind::InternalError,
+            "/ex/confluence/",
+        )
+        .times(1000),
+    );
+    app.clock.advance(chrono::Duration::minutes(30));
+    assert_eq!(sync().await.failed, 1);
+    assert_eq!(stale().await, 0, "30 minutes is not stale yet");
+    app.clock.advance(chrono::Duration::minutes(45));
+    assert_eq!(sync().await.failed, 1);
+    assert_eq!(stale().await, 1);
+    assert_eq!(
+        stale().await,
+        1,
+        "one alert per stale stream, however often checked"
+    );
+    let open: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT reason, label, cloud_id FROM alerts
+         WHERE kind = 'sync_stale' AND resolved_at IS NULL",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(open[0].0.contains("confluence_spaces"), "{open:?}");
+    assert!(
+        open[0].0.contains("500"),
+        "the reason carries the last error: {open:?}"
+    );
+    assert_eq!(open[0].2.as_deref(), Some(acme.as_str()));
+
+    // Confluence answers again: the next success resolves it.
+    app.sandbox.emulator.clear_faults();
+    app.clock.advance(chrono::Duration::minutes(5));
+    assert_eq!(sync().await.ok, 1);
+    assert_eq!(stale().await, 0);
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE kind = 'sync_stale' AND resolved_at IS NULL",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(open, 0);
+}
+
+#[sqlx::test]
+async fn a_webhook_that_stays_down_raises_delivery_failing_and_loses_nothing(pool: PgPool) {
+    // A port nobody listens on, yet: connections are refused.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let app = TestApp::start_with(
+        pool,
+        Default::default(),
+        overrides(&[
+            ("alerts.webhook_url", &url),
+            ("alerts.webhook_secret", SECRET),
+            ("alerts.retry_initial", "1m"),
+            ("alerts.retry_max", "5m"),
+            ("alerts.sink_failing_after", "10m"),
+        ]),
+    )
+    .await;
+    let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    revoke_and_sweep(&app, &mia).await;
+
+    assert_eq!(deliver(&app).await.failed, 1);
+    let failing = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT reason FROM alerts WHERE kind = 'delivery_failing' AND resolved_at IS NULL",
+        )
+        .fetch_all(app.pool())
+        .await
+        .unwrap()
+    };
+    assert!(
+        failing().await.is_empty(),
+        "one failure is not yet a failing sink"
+    );
+    for _ in 0..4 {
+        app.clock.advance(chrono::Duration::minutes(5));
+        deliver(&app).await;
+    }
+    let reasons = failing().await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("webhook"), "{reasons:?}");
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as(
+        "SELECT attempts, last_error FROM alert_deliveries d
+         JOIN alert_messages m ON m.id = d.message_id
+         WHERE d.sink = 'webhook' AND m.kind = 'needs_reauth'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(attempts >= 3, "retried: {attempts}");
+    assert!(error.unwrap().contains("unreachable"));
+
+    // The receiver comes up on that port: the backlog drains in order, and the sink's own
+    // alert resolves.
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let sink = got.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let delivery = headers
+                    .get(DELIVERY_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                sink.lock().unwrap().push(Received {
+                    delivery_header: delivery,
+                    signature_header: String::new(),
+                    body: body.to_vec(),
+                });
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    for _ in 0..4 {
+        app.clock.advance(chrono::Duration::minutes(5));
+        deliver(&app).await;
+    }
+    assert!(failing().await.is_empty());
+    let undelivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alert_deliveries WHERE delivered_at IS NULL")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(undelivered, 0);
+    let got = got.lock().unwrap().clone();
+    let kinds: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["kind"].as_str().unwrap().to_owned(),
+                body["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds[0], ("needs_reauth".to_owned(), "open".to_owned()));
+    assert!(kinds.contains(&("delivery_failing".to_owned(), "open".to_owned())));
+    let open_at = kinds
+        .iter()
+        .position(|k| k == &("delivery_failing".to_owned(), "open".to_owned()));
+    let resolved_at = kinds
+        .iter()
+        .position(|k| k == &("delivery_failing".to_owned(), "resolved".to_owned()));
+    assert!(open_at < resolved_at, "open before resolved: {kinds:?}");
+}
