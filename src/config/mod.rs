@@ -232,7 +232,7 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// The URL users reach this server at; invite links live under it.
     pub public_url: Url,
-    /// Validated (not empty if set) but not used yet: there are no admin endpoints.
+    /// Guards `/metrics` and `/admin` when set.
     pub admin_token: Option<SecretString>,
     /// How long an invite link stays valid.
     pub invite_ttl: TimeDelta,

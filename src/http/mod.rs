@@ -1,5 +1,6 @@
 //! The HTTP server: health, the consent flow (invite links and the OAuth callback).
 
+mod auth;
 mod connect;
 pub mod pages;
 
