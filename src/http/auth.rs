@@ -18,7 +18,10 @@ pub fn bearer_allows(app: &App, headers: &HeaderMap) -> bool {
         .filter_map(|value| value.to_str().ok())
         .filter_map(|value| value.strip_prefix("Bearer "))
         .any(|presented| {
-            constant_time_eq(presented.trim().as_bytes(), token.expose_secret().as_bytes())
+            constant_time_eq(
+                presented.trim().as_bytes(),
+                token.expose_secret().as_bytes(),
+            )
         })
 }
 

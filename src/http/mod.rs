@@ -1,5 +1,7 @@
-//! The HTTP server: health, the consent flow (invite links and the OAuth callback).
+//! The HTTP server: health, the consent flow (invite links and the OAuth callback), and the
+//! operator's `/admin` page.
 
+mod admin;
 mod auth;
 mod connect;
 pub mod pages;
@@ -28,6 +30,7 @@ pub fn router(app: App) -> Router {
             get(connect::start),
         )
         .route(&callback_path, get(connect::finish))
+        .merge(admin::routes())
         .with_state(app)
 }
 
