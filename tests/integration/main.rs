@@ -2,6 +2,8 @@
 //! test gets its own migrated Postgres database (`#[sqlx::test]`) and talks to the built-in
 //! emulator over real HTTP.
 
+mod admin_browser;
+mod admin_page;
 mod alerts_cli;
 mod architecture;
 mod cli_config;
