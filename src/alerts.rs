@@ -1,6 +1,6 @@
 //! Raising and clearing alerts. Each alert row is complete when written: who, which grant,
-//! what broke, since when, the deadline, and a fresh re-consent link for the user. Callers
-//! pass the transaction that changes the grant, so the alert and the change commit together.
+//! what broke, since when, and the deadline. Callers pass the transaction that changes the
+//! grant, so the alert, its outbox message and the change commit together.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -81,16 +81,12 @@ pub async fn raise(
     };
     let opened = alerts::open_alert(conn, &alert, app.clock.now()).await?;
     if opened {
-        // The log line is a message ops read: its re-consent link is minted now, bound to
-        // the grant's account and valid until the deadline it warns about. Rows keep none.
-        let link = app.reconsent_link(&grant.label, grant.account_id.as_ref(), deadline);
-        tracing::warn!(
+        // The deliverer tells ops (log, webhook, JSM), with a freshly minted link.
+        tracing::debug!(
             alert.kind = kind.as_str(),
             grant.id = %grant.id,
-            grant.label = %grant.label,
             site.cloud_id = site.map(|s| s.cloud_id.as_str()),
             reason,
-            reconsent_url = %link,
             "alert raised"
         );
     }

@@ -14,6 +14,7 @@ use crate::crypto::Keyring;
 use crate::domain::AccountId;
 use crate::invite::Invite;
 use crate::oauth::TokenClient;
+use crate::telemetry::Telemetry;
 
 /// Shared services. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -28,13 +29,34 @@ pub struct App {
     pub tokens: TokenClient,
     /// The gateway client, on `atlassian.api_base_url`.
     pub api: ApiClient,
-    /// The shared HTTP client (one connection pool) for product calls.
+    /// The shared HTTP client (one connection pool) for product calls and webhooks.
     pub http: reqwest::Client,
+    /// The process's counters and scheduler pulse; outlives reloads.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl App {
     /// Builds the clients for `config` over an open pool.
     pub fn new(config: Config, pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        Self::with_telemetry(config, pool, clock, Arc::default())
+    }
+
+    /// The same services for a new configuration, keeping pool, clock and counters.
+    pub fn reconfigured(&self, config: Config) -> Self {
+        Self::with_telemetry(
+            config,
+            self.pool.clone(),
+            self.clock.clone(),
+            self.telemetry.clone(),
+        )
+    }
+
+    fn with_telemetry(
+        config: Config,
+        pool: PgPool,
+        clock: Arc<dyn Clock>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(config.atlassian.request_timeout)
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -43,7 +65,11 @@ impl App {
             .build()
             .expect("the TLS backend initialises");
         let tokens = TokenClient::new(&config.atlassian, http.clone());
-        let api = ApiClient::new(config.atlassian.api_base_url.clone(), http.clone());
+        let api = ApiClient::new(
+            config.atlassian.api_base_url.clone(),
+            http.clone(),
+            telemetry.clone(),
+        );
         Self {
             config: Arc::new(config),
             pool,
@@ -51,6 +77,7 @@ impl App {
             tokens,
             api,
             http,
+            telemetry,
         }
     }
 

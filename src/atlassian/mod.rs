@@ -8,9 +8,11 @@
 
 pub mod confluence;
 pub mod jira;
+pub mod jsm;
 pub mod resources;
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -18,6 +20,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::domain::{AccessToken, CloudId, Product};
+use crate::telemetry::Telemetry;
 use crate::transport::{describe_transport_error, error_text, join, retry_after, withheld_body};
 
 /// What a failed API call means to the caller.
@@ -58,12 +61,24 @@ pub enum ApiError {
 pub struct ApiClient {
     http: reqwest::Client,
     base_url: Url,
+    telemetry: Arc<Telemetry>,
 }
 
 impl ApiClient {
     /// A client for the gateway at `base_url` (`atlassian.api_base_url`).
-    pub fn new(base_url: Url, http: reqwest::Client) -> Self {
-        Self { http, base_url }
+    pub fn new(base_url: Url, http: reqwest::Client, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            http,
+            base_url,
+            telemetry,
+        }
+    }
+
+    /// Counts one request to `product` (`identity` for the gateway's own endpoints) by its
+    /// answer's status, or `error` when none came.
+    fn count(&self, product: impl AsRef<str>, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.telemetry.api_request(product.as_ref(), &status);
     }
 
     /// `GET {base}/{path}` with a bearer token, decoded as `T`.
@@ -79,8 +94,12 @@ impl ApiClient {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| ApiError::Transient(describe_transport_error(&e)))?;
+            .map_err(|e| {
+                self.count("identity", None);
+                ApiError::Transient(describe_transport_error(&e))
+            })?;
         let status = response.status();
+        self.count("identity", Some(status.as_u16()));
         let headers = response.headers().clone();
         let bytes = response
             .bytes()
@@ -231,11 +250,12 @@ impl ApiClient {
         if let Some(body) = &call.body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ApiError::Transient(describe_transport_error(&e)))?;
+        let response = request.send().await.map_err(|e| {
+            self.count(call.product, None);
+            ApiError::Transient(describe_transport_error(&e))
+        })?;
         let status = response.status();
+        self.count(call.product, Some(status.as_u16()));
         let headers = response.headers().clone();
         let bytes = response
             .bytes()

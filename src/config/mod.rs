@@ -18,7 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
-use crate::domain::JobKind;
+use crate::domain::{CloudId, JobKind, Sink};
 use values::{DurationValue, LenientString};
 pub use values::{Schedule, Scopes, format_duration};
 
@@ -210,6 +210,8 @@ pub struct ScheduleConfig {
     pub jira_reconcile: Schedule,
     /// `schedule.confluence_sync`; default hourly at :17.
     pub confluence_sync: Schedule,
+    /// `schedule.alerts`; default every 5 seconds: stale-site checks and alert delivery.
+    pub alerts: Schedule,
 }
 
 impl ScheduleConfig {
@@ -221,6 +223,7 @@ impl ScheduleConfig {
             JobKind::JiraSync => &self.jira_sync,
             JobKind::JiraReconcile => &self.jira_reconcile,
             JobKind::ConfluenceSync => &self.confluence_sync,
+            JobKind::Alerts => &self.alerts,
         }
     }
 }
@@ -249,13 +252,41 @@ pub struct CryptoConfig {
     pub keyring: Keyring,
 }
 
-/// `[alerts]`
+/// `[alerts]`: where alert messages go and when ops hear about quiet failures.
 #[derive(Debug, Clone)]
 pub struct AlertsConfig {
-    /// Validated but not used yet: nothing delivers alerts.
+    /// The generic webhook: one signed JSON `POST` per alert transition.
     pub webhook_url: Option<Url>,
-    /// Required when `webhook_url` is set; not used yet.
+    /// Required when `webhook_url` is set: the HMAC-SHA256 key of `X-Atlassync-Signature`.
     pub webhook_secret: Option<SecretString>,
+    /// JSM Operations: the site whose alerts API receives ops alerts.
+    pub jsm_cloud_id: Option<CloudId>,
+    /// JSM Operations: the label of the grant (with the ops-alert scopes) that calls it.
+    pub jsm_grant: Option<String>,
+    /// A site whose sync has not succeeded for this long raises `sync_stale`; `None` means
+    /// three periods of that stream's schedule.
+    pub sync_stale_after: Option<TimeDelta>,
+    /// The first retry of a failed delivery waits about this long; each retry doubles it.
+    pub retry_initial: TimeDelta,
+    /// The longest wait between two delivery attempts.
+    pub retry_max: TimeDelta,
+    /// A sink whose oldest unacknowledged message has waited this long raises
+    /// `delivery_failing`.
+    pub sink_failing_after: TimeDelta,
+}
+
+impl AlertsConfig {
+    /// The sinks messages are delivered to: the log always, then each configured one.
+    pub fn sinks(&self) -> Vec<Sink> {
+        let mut sinks = vec![Sink::Log];
+        if self.webhook_url.is_some() {
+            sinks.push(Sink::Webhook);
+        }
+        if self.jsm_cloud_id.is_some() {
+            sinks.push(Sink::Jsm);
+        }
+        sinks
+    }
 }
 
 /// `[jira]`
@@ -493,6 +524,7 @@ mod raw {
         pub jira_sync: LenientString,
         pub jira_reconcile: LenientString,
         pub confluence_sync: LenientString,
+        pub alerts: LenientString,
     }
 
     impl Default for RawSchedule {
@@ -503,6 +535,7 @@ mod raw {
                 jira_sync: "0 */5 * * * *".into(),
                 jira_reconcile: "0 23 3 * * *".into(),
                 confluence_sync: "0 17 * * * *".into(),
+                alerts: "*/5 * * * * *".into(),
             }
         }
     }
@@ -534,11 +567,32 @@ mod raw {
         pub previous_key_files: Vec<PathBuf>,
     }
 
-    #[derive(Debug, Default, Deserialize, serde::Serialize)]
+    #[derive(Debug, Deserialize, serde::Serialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct RawAlerts {
         pub webhook_url: Option<LenientString>,
         pub webhook_secret: Option<LenientString>,
+        pub jsm_cloud_id: Option<LenientString>,
+        pub jsm_grant: Option<LenientString>,
+        pub sync_stale_after: Option<DurationValue>,
+        pub retry_initial: DurationValue,
+        pub retry_max: DurationValue,
+        pub sink_failing_after: DurationValue,
+    }
+
+    impl Default for RawAlerts {
+        fn default() -> Self {
+            Self {
+                webhook_url: None,
+                webhook_secret: None,
+                jsm_cloud_id: None,
+                jsm_grant: None,
+                sync_stale_after: None,
+                retry_initial: "5s".into(),
+                retry_max: "10m".into(),
+                sink_failing_after: "15m".into(),
+            }
+        }
     }
 
     #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -738,6 +792,7 @@ mod raw {
                 jira_sync: Schedule::parse(&s.jira_sync.0, "schedule.jira_sync")?,
                 jira_reconcile: Schedule::parse(&s.jira_reconcile.0, "schedule.jira_reconcile")?,
                 confluence_sync: Schedule::parse(&s.confluence_sync.0, "schedule.confluence_sync")?,
+                alerts: Schedule::parse(&s.alerts.0, "schedule.alerts")?,
             };
 
             let h = self.http;
@@ -792,7 +847,54 @@ mod raw {
                     .webhook_secret
                     .map(|s| non_empty_secret(s.0, "alerts.webhook_secret"))
                     .transpose()?,
+                jsm_cloud_id: self
+                    .alerts
+                    .jsm_cloud_id
+                    .map(|c| c.0.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .map(CloudId::from),
+                jsm_grant: self
+                    .alerts
+                    .jsm_grant
+                    .map(|g| g.0.trim().to_owned())
+                    .filter(|g| !g.is_empty()),
+                sync_stale_after: self
+                    .alerts
+                    .sync_stale_after
+                    .map(|d| d.parse_span("alerts.sync_stale_after"))
+                    .transpose()?,
+                retry_initial: self
+                    .alerts
+                    .retry_initial
+                    .parse_span("alerts.retry_initial")?,
+                retry_max: self.alerts.retry_max.parse_span("alerts.retry_max")?,
+                sink_failing_after: self
+                    .alerts
+                    .sink_failing_after
+                    .parse_span("alerts.sink_failing_after")?,
             };
+            match (&alerts.jsm_cloud_id, &alerts.jsm_grant) {
+                (Some(_), None) => {
+                    return Err(ConfigError::missing(
+                        "alerts.jsm_grant",
+                        " (the label of the grant that opens JSM alerts on alerts.jsm_cloud_id)",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::missing(
+                        "alerts.jsm_cloud_id",
+                        " (the site whose JSM Operations receives alerts.jsm_grant's alerts)",
+                    ));
+                }
+                _ => {}
+            }
+            if alerts.retry_initial <= TimeDelta::zero() || alerts.retry_max < alerts.retry_initial
+            {
+                return Err(ConfigError::invalid(
+                    "alerts.retry_max",
+                    "must be at least alerts.retry_initial, which must be above zero",
+                ));
+            }
             if alerts.webhook_url.is_some() && alerts.webhook_secret.is_none() {
                 return Err(ConfigError::missing(
                     "alerts.webhook_secret",

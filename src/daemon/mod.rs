@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::delivery::Deliverer;
 use crate::jobs::sync::Syncer;
 use crate::lifecycle::Refresher;
 pub use aligned_clock::DatabaseAlignedClock;
@@ -115,11 +116,13 @@ impl Daemon {
             .map_err(|source| DaemonError::Listen { address, source })?;
         let refresher = Refresher::new(app.clone(), worker_id());
         let syncer = Syncer::new(app.clone(), refresher.clone());
+        let deliverer = Deliverer::new(app.clone(), refresher.clone());
         Ok(Self {
             context: RunContext {
                 app,
                 refresher,
                 syncer,
+                deliverer,
             },
             listener,
             notifier: Arc::new(|_| {}),
@@ -161,6 +164,7 @@ impl Daemon {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let first_config = context.app.config.clone();
+        let telemetry = context.app.telemetry.clone();
         let (context_tx, context_rx) = watch::channel(context);
         let triggers = Arc::new(Triggers::default());
 
@@ -168,7 +172,7 @@ impl Daemon {
         let mut server = HttpServer::start(context_rx.borrow().app.clone(), &listener, &stop)?;
         workers::spawn(&tracker, &stop, &triggers, &context_rx);
         let mut scheduler =
-            scheduler::start(&first_config, &triggers, heartbeat, &notifier).await?;
+            scheduler::start(&first_config, &triggers, heartbeat, &notifier, &telemetry).await?;
         // Work that is due now should not wait for the first tick.
         triggers.wake(crate::domain::JobKind::TokenSweep);
         notifier(DaemonEvent::Ready);
@@ -185,7 +189,7 @@ impl Daemon {
                     if let Err(e) = scheduler.shutdown().await {
                         tracing::warn!(error = %e, "stopping the previous scheduler");
                     }
-                    scheduler = scheduler::start(&config, &triggers, heartbeat, &notifier).await?;
+                    scheduler = scheduler::start(&config, &triggers, heartbeat, &notifier, &telemetry).await?;
                     let app = context_rx.borrow().app.clone();
                     match HttpServer::start(app, &listener, &stop) {
                         Ok(next) => std::mem::replace(&mut server, next).retire(&tracker),
@@ -220,7 +224,7 @@ fn apply(context_tx: &watch::Sender<RunContext>, config: Config) {
     if config.http.listen != current.app.config.http.listen {
         tracing::warn!("http.listen changed; it takes effect at the next restart");
     }
-    let app = App::new(config, current.app.pool.clone(), current.app.clock.clone());
+    let app = current.app.reconfigured(config);
     let refresher = Refresher::new(app.clone(), current.refresher.holder().to_owned());
     // Rate-limit slowdowns outlive a reload.
     let syncer = Syncer {
@@ -228,9 +232,11 @@ fn apply(context_tx: &watch::Sender<RunContext>, config: Config) {
         refresher: refresher.clone(),
         throttles: current.syncer.throttles.clone(),
     };
+    let deliverer = Deliverer::new(app.clone(), refresher.clone());
     context_tx.send_replace(RunContext {
         app,
         refresher,
         syncer,
+        deliverer,
     });
 }

@@ -10,6 +10,7 @@ use super::workers::Triggers;
 use super::{DaemonEvent, Notifier};
 use crate::config::Config;
 use crate::domain::JobKind;
+use crate::telemetry::Telemetry;
 
 /// Starts a scheduler for `config`'s schedules.
 pub(super) async fn start(
@@ -17,6 +18,7 @@ pub(super) async fn start(
     triggers: &Arc<Triggers>,
     heartbeat: Option<Duration>,
     notifier: &Notifier,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
     for job in JobKind::ALL {
@@ -31,6 +33,14 @@ pub(super) async fn start(
         )?;
         scheduler.add(scheduled).await?;
     }
+    // The pulse `/readyz` checks: a scheduler that stops ticking makes the replica unready.
+    let pulse = telemetry.clone();
+    scheduler
+        .add(Job::new_async("* * * * * *", move |_, _| {
+            let pulse = pulse.clone();
+            Box::pin(async move { pulse.scheduler_ticked(wall_clock_seconds()) })
+        })?)
+        .await?;
     // Fed from the scheduler's own ticks: if the scheduler stalls, the heartbeat stops and
     // the supervisor (systemd's watchdog) restarts the service.
     if let Some(every) = heartbeat {
@@ -44,4 +54,10 @@ pub(super) async fn start(
     }
     scheduler.start().await?;
     Ok(scheduler)
+}
+
+/// Seconds since the epoch by the host clock: the tick's real time, for the metric.
+#[allow(clippy::disallowed_methods)] // Wall-clock time of a tick, not business time.
+fn wall_clock_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
 }

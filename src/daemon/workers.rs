@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::App;
+use crate::delivery::Deliverer;
 use crate::domain::JobKind;
 use crate::jobs;
 use crate::jobs::sync::Syncer;
@@ -22,6 +23,7 @@ pub(super) struct RunContext {
     pub(super) app: App,
     pub(super) refresher: Refresher,
     pub(super) syncer: Syncer,
+    pub(super) deliverer: Deliverer,
 }
 
 /// One trigger per job kind, indexed by [`JobKind::ALL`].
@@ -84,6 +86,7 @@ async fn run_job(
         app,
         refresher,
         syncer,
+        deliverer,
     } = run;
     let tick = app.config.schedule.of(job).latest_tick(app.clock.now());
     match job {
@@ -96,6 +99,11 @@ async fn run_job(
         JobKind::JiraSync | JobKind::JiraReconcile | JobKind::ConfluenceSync => {
             let kind = job.sync_kind().expect("sync jobs have a sync kind");
             syncer.run_once(kind, tick, stop).await.map(drop)
+        }
+        JobKind::Alerts => {
+            // Staleness first, so that a new stale alert goes out in the same run.
+            jobs::stale_sites::run_once(app).await?;
+            deliverer.run_once(stop).await.map(drop)
         }
     }
 }

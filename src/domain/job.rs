@@ -18,16 +18,20 @@ pub enum JobKind {
     JiraReconcile,
     /// Every Confluence space of each site.
     ConfluenceSync,
+    /// Conditions that come from time passing (a stale site, a failing sink), then delivery
+    /// of the alert outbox.
+    Alerts,
 }
 
 impl JobKind {
     /// Every job, in the order they are scheduled.
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         Self::TokenSweep,
         Self::Revalidate,
         Self::JiraSync,
         Self::JiraReconcile,
         Self::ConfluenceSync,
+        Self::Alerts,
     ];
 
     /// The name in configuration (`schedule.<name>`) and logs.
@@ -38,13 +42,14 @@ impl JobKind {
             Self::JiraSync => "jira_sync",
             Self::JiraReconcile => "jira_reconcile",
             Self::ConfluenceSync => "confluence_sync",
+            Self::Alerts => "alerts",
         }
     }
 
     /// The kind of sync run this job performs, if it is a sync.
     pub fn sync_kind(self) -> Option<SyncKind> {
         match self {
-            Self::TokenSweep | Self::Revalidate => None,
+            Self::TokenSweep | Self::Revalidate | Self::Alerts => None,
             Self::JiraSync => Some(SyncKind::JiraIncremental),
             Self::JiraReconcile => Some(SyncKind::JiraReconcile),
             Self::ConfluenceSync => Some(SyncKind::ConfluenceSpaces),

@@ -7,6 +7,7 @@ mod ids;
 mod job;
 mod records;
 mod secrets;
+mod sink;
 mod site;
 mod sql;
 
@@ -15,4 +16,5 @@ pub use ids::{AccountId, CloudId, GrantId};
 pub use job::{JobKind, SyncKind};
 pub use records::{IssueRow, SpaceRow};
 pub use secrets::{AccessToken, AuthorizationCode, RefreshToken};
+pub use sink::{Sink, UnknownSink};
 pub use site::{Product, Site, SiteKey, UnknownProduct};

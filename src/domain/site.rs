@@ -109,3 +109,9 @@ impl fmt::Display for Product {
         f.write_str(self.as_str())
     }
 }
+
+impl AsRef<str> for Product {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}

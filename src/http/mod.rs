@@ -1,9 +1,10 @@
-//! The HTTP server: health, the consent flow (invite links and the OAuth callback), and the
-//! operator's `/admin` page.
+//! The HTTP server: health and readiness, metrics, the consent flow (invite links and the
+//! OAuth callback), and the operator's `/admin` page.
 
 mod admin;
 mod auth;
 mod connect;
+mod metrics;
 pub mod pages;
 
 use std::future::Future;
@@ -25,6 +26,8 @@ pub fn router(app: App) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route(
             &format!("/{}", crate::invite::CONNECT_PATH),
             get(connect::start),

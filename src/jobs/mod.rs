@@ -5,5 +5,6 @@ pub mod confluence_sync;
 pub mod jira_reconcile;
 pub mod jira_sync;
 pub mod revalidate;
+pub mod stale_sites;
 pub mod sync;
 pub mod token_sweep;

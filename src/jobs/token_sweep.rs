@@ -123,6 +123,12 @@ async fn prune_history(app: &App) -> Result<(), sqlx::Error> {
     crate::store::alerts::prune_resolved(&mut conn, now - retention.resolved_alerts, PRUNE_BATCH)
         .await?;
     crate::store::sync_runs::prune(&mut conn, now - retention.sync_runs, PRUNE_BATCH).await?;
+    crate::store::alert_outbox::prune_delivered(
+        &mut conn,
+        now - retention.resolved_alerts,
+        PRUNE_BATCH,
+    )
+    .await?;
     Ok(())
 }
 

@@ -323,6 +323,12 @@ impl Refresher {
         let patience = recovering.then(|| self.app.config.atlassian.request_timeout * 2);
         let result = self.app.tokens.refresh_within(&presented, patience).await;
         self.note_endpoint_health(&result, now);
+        self.app.telemetry.token_exchange(match &result {
+            Ok(_) => "rotated",
+            Err(TokenError::InvalidGrant { .. }) => "invalid_grant",
+            Err(TokenError::ClientRejected { .. }) => "app_credentials_rejected",
+            Err(_) => "transient",
+        });
         if self.failpoints.crash_after_exchange && result.is_ok() {
             tracing::warn!(grant.id = %grant.id, "failpoint: abandoning a completed exchange");
             return Ok(RefreshOutcome::Crashed);

@@ -192,6 +192,10 @@ impl<'a> SiteSession<'a> {
                     let mut conn = self.app.pool.acquire().await?;
                     api_budget::pause_app(&mut conn, hour_start(now), until).await?;
                     tracing::warn!(site.cloud_id = %self.site.cloud_id, %reason, %until, "quota exhausted: pausing all requests");
+                    let pause = (until - now).to_std().unwrap_or_default();
+                    self.app
+                        .telemetry
+                        .throttled(self.site.product.as_str(), pause);
                     return Err(CallError::QuotaPaused { until });
                 }
                 ApiError::RateLimited {
@@ -204,6 +208,9 @@ impl<'a> SiteSession<'a> {
                         .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)))
                         .min(LONGEST_BURST_WAIT);
                     tracing::info!(site.cloud_id = %self.site.cloud_id, endpoint = %endpoint.1, %reason, wait_ms = wait.as_millis() as u64, "rate limited: slowing this endpoint");
+                    self.app
+                        .telemetry
+                        .throttled(self.site.product.as_str(), wait);
                     self.throttles.hold(endpoint.clone(), Instant::now() + wait);
                 }
                 ApiError::Transient(message) if failures < max_retries => {

@@ -31,6 +31,10 @@ pub enum AlertKind {
     AppCredentialsRejected,
     /// App-level: many grants turned terminal within minutes; further marks are held.
     ReauthBreaker,
+    /// A site's sync has not succeeded for `alerts.sync_stale_after`.
+    SyncStale,
+    /// A delivery sink has not acknowledged a message for `alerts.sink_failing_after`.
+    DeliveryFailing,
 }
 
 impl AlertKind {
@@ -46,6 +50,8 @@ impl AlertKind {
             Self::InactivityExpiring => "inactivity_expiring",
             Self::AppCredentialsRejected => "app_credentials_rejected",
             Self::ReauthBreaker => "reauth_breaker",
+            Self::SyncStale => "sync_stale",
+            Self::DeliveryFailing => "delivery_failing",
         }
     }
 }
@@ -101,8 +107,8 @@ pub async fn open_alert(
     };
     let inserted = sqlx::query(
         "INSERT INTO alerts (kind, dedupe_key, grant_id, account_id, label, cloud_id, product, reason,
-                             since, deadline, opened_at, next_delivery_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                             since, deadline, opened_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
     )
     .bind(alert.kind.as_str())
@@ -137,7 +143,67 @@ pub async fn resolve_alert(
     Ok(resolved.rows_affected() > 0)
 }
 
-/// Opens an app-level alert of `kind` (one per kind while it lasts). Returns whether a row
+/// An alert about no single grant: the app's credentials, a site's sync, a delivery sink.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemAlert<'a> {
+    /// Which condition.
+    pub kind: AlertKind,
+    /// What it is about within its kind (a site and stream, a sink); empty for app-wide
+    /// conditions. With `kind` it makes the dedupe key.
+    pub subject: &'a str,
+    /// Shown where a grant label would be, e.g. `(app)` or a site's name.
+    pub label: &'a str,
+    /// For site conditions: the site.
+    pub site: Option<&'a SiteKey>,
+    /// What broke, in words an operator can act on.
+    pub reason: &'a str,
+    /// When the condition began.
+    pub since: DateTime<Utc>,
+}
+
+fn system_key(kind: AlertKind, subject: &str) -> String {
+    if subject.is_empty() {
+        format!("app:{}", kind.as_str())
+    } else {
+        format!("app:{}:{subject}", kind.as_str())
+    }
+}
+
+/// Opens `alert` unless its condition is already open. Returns whether a row was written.
+pub async fn open_system_alert(
+    conn: &mut PgConnection,
+    alert: &SystemAlert<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO alerts (kind, dedupe_key, label, cloud_id, product, reason, since, opened_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
+    )
+    .bind(alert.kind.as_str())
+    .bind(system_key(alert.kind, alert.subject))
+    .bind(alert.label)
+    .bind(alert.site.map(|s| &s.cloud_id))
+    .bind(alert.site.map(|s| s.product))
+    .bind(alert.reason)
+    .bind(alert.since)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Resolves the system alert of `kind` about `subject`, if open.
+pub async fn resolve_system_alert(
+    conn: &mut PgConnection,
+    kind: AlertKind,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    resolve_alert(conn, &system_key(kind, subject), now).await
+}
+
+/// Opens an app-wide alert of `kind` (one per kind while it lasts). Returns whether a row
 /// was written.
 pub async fn open_app_alert(
     conn: &mut PgConnection,
@@ -145,27 +211,47 @@ pub async fn open_app_alert(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO alerts (kind, dedupe_key, label, reason, since, opened_at, next_delivery_at)
-         VALUES ($1, $2, '(app)', $3, $4, $4, $4)
-         ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
-    )
-    .bind(kind.as_str())
-    .bind(format!("app:{}", kind.as_str()))
-    .bind(reason)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    let alert = SystemAlert {
+        kind,
+        subject: "",
+        label: "(app)",
+        site: None,
+        reason,
+        since: now,
+    };
+    open_system_alert(conn, &alert, now).await
 }
 
-/// Resolves the app-level alert of `kind`, if open.
+/// Resolves the app-wide alert of `kind`, if open.
 pub async fn resolve_app_alert(
     conn: &mut PgConnection,
     kind: AlertKind,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    resolve_alert(conn, &format!("app:{}", kind.as_str()), now).await
+    resolve_system_alert(conn, kind, "", now).await
+}
+
+/// The open system alerts of `kind`, as their subjects.
+pub async fn open_system_subjects(
+    conn: &mut PgConnection,
+    kind: AlertKind,
+) -> Result<Vec<String>, sqlx::Error> {
+    let prefix = format!("app:{}:", kind.as_str());
+    sqlx::query_scalar(
+        "SELECT substr(dedupe_key, length($2) + 1) FROM alerts
+         WHERE kind = $1 AND resolved_at IS NULL AND starts_with(dedupe_key, $2)",
+    )
+    .bind(kind.as_str())
+    .bind(prefix)
+    .fetch_all(conn)
+    .await
+}
+
+/// Open alerts by kind (the `atlassync_alerts_open` gauge).
+pub async fn open_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT kind, count(*) FROM alerts WHERE resolved_at IS NULL GROUP BY kind")
+        .fetch_all(conn)
+        .await
 }
 
 /// Takes the transaction-scoped lock that serialises re-consent marks cluster-wide (they

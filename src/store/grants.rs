@@ -819,3 +819,21 @@ pub async fn ids_labelled(
         .fetch_all(conn)
         .await
 }
+
+/// Grants by status, from the counts a trigger keeps exact (no scan of `grants`).
+pub async fn status_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, grants FROM grant_status_counts ORDER BY status")
+        .fetch_all(conn)
+        .await
+}
+
+/// The nearest family deadline of a grant still kept alive (one index probe).
+pub async fn nearest_family_deadline(
+    conn: &mut PgConnection,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(family_deadline) FROM grants WHERE status IN ('active', 'degraded')",
+    )
+    .fetch_one(conn)
+    .await
+}

@@ -1,6 +1,7 @@
 //! Postgres access: one file per table family. Business time is always bound as a parameter
 //! (never `NOW()`), so tests can move the clock.
 
+pub mod alert_outbox;
 pub mod alerts;
 pub mod api_budget;
 pub mod confluence_spaces;
@@ -124,4 +125,19 @@ pub async fn database_now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>
 /// Checks that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(drop)
+}
+
+/// Whether every migration this build carries is applied, successfully, and nothing newer
+/// than it is (a newer release migrated the database: this one may misread it).
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await?;
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    Ok(applied.len() == known.len()
+        && applied
+            .iter()
+            .zip(&known)
+            .all(|((version, success), expected)| *success && version == expected))
 }

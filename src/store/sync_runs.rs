@@ -180,3 +180,39 @@ pub async fn prune(
     .await?;
     Ok(result.rows_affected())
 }
+
+/// The freshness of one site's stream: its last success and what that run stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StreamFreshness {
+    /// The site's cloud id.
+    pub cloud_id: String,
+    /// A sync kind name.
+    pub kind: String,
+    /// When it last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Rows the last successful run upserted, deleted or restored.
+    pub rows: Option<i64>,
+}
+
+/// Every site stream's freshness: one row per synced site and stream, each a short index
+/// walk back to its latest successful run.
+pub async fn freshness(conn: &mut PgConnection) -> Result<Vec<StreamFreshness>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT ss.cloud_id, k.kind,
+                CASE WHEN k.kind = 'jira_reconcile' THEN ss.last_reconciled_at
+                     ELSE ss.last_synced_at END AS last_success,
+                last_ok.rows
+         FROM synced_sites ss
+         JOIN (VALUES ('jira', 'jira_incremental'), ('jira', 'jira_reconcile'),
+                      ('confluence', 'confluence_spaces')) AS k(product, kind)
+           ON k.product = ss.product
+         LEFT JOIN LATERAL (
+             SELECT (r.upserted + r.deleted + r.restored)::bigint AS rows FROM sync_runs r
+             WHERE r.cloud_id = ss.cloud_id AND r.product = ss.product AND r.kind = k.kind
+               AND r.outcome = 'ok'
+             ORDER BY r.started_at DESC LIMIT 1) last_ok ON true
+         ORDER BY ss.cloud_id, k.kind",
+    )
+    .fetch_all(conn)
+    .await
+}

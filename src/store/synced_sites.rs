@@ -265,3 +265,63 @@ pub async fn overview(conn: &mut PgConnection) -> Result<Vec<SiteOverview>, sqlx
     .fetch_all(conn)
     .await
 }
+
+/// A site stream whose last success is older than its cutoff (or that never succeeded).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StaleStream {
+    /// The site's cloud id.
+    pub cloud_id: CloudId,
+    /// Which product.
+    pub product: Product,
+    /// The site's name.
+    pub name: String,
+    /// A [`SyncKind`] name.
+    pub kind: String,
+    /// The last successful run, if any.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The first run ever recorded for it (when it has never succeeded).
+    pub first_run: Option<DateTime<Utc>>,
+    /// The error of its latest failed run.
+    pub last_error: Option<String>,
+}
+
+/// Site streams whose last success is before the cutoff of their kind (`cutoffs` pairs a
+/// kind with its cutoff), or that have runs but never succeeded. Fresh streams are filtered
+/// before the run history is read, so this costs little while everything is healthy.
+pub async fn stale_streams(
+    conn: &mut PgConnection,
+    cutoffs: &[(SyncKind, DateTime<Utc>)],
+) -> Result<Vec<StaleStream>, sqlx::Error> {
+    let kinds: Vec<&str> = cutoffs.iter().map(|(k, _)| k.as_str()).collect();
+    let products: Vec<&str> = cutoffs.iter().map(|(k, _)| k.product().as_str()).collect();
+    let times: Vec<DateTime<Utc>> = cutoffs.iter().map(|(_, at)| *at).collect();
+    sqlx::query_as(
+        "WITH streams AS (
+             SELECT ss.cloud_id, ss.product, ss.name, k.kind, k.cutoff,
+                    CASE WHEN k.kind = 'jira_reconcile' THEN ss.last_reconciled_at
+                         ELSE ss.last_synced_at END AS last_success
+             FROM synced_sites ss
+             JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(kind, product, cutoff)
+               ON k.product = ss.product
+         )
+         SELECT s.cloud_id, s.product, s.name, s.kind, s.last_success, first.started_at AS first_run,
+                failed.error AS last_error
+         FROM streams s
+         LEFT JOIN LATERAL (
+             SELECT started_at FROM sync_runs r
+             WHERE r.cloud_id = s.cloud_id AND r.product = s.product AND r.kind = s.kind
+             ORDER BY started_at LIMIT 1) first ON true
+         LEFT JOIN LATERAL (
+             SELECT error FROM sync_runs r
+             WHERE r.cloud_id = s.cloud_id AND r.product = s.product AND r.kind = s.kind
+               AND r.outcome = 'failed'
+             ORDER BY started_at DESC LIMIT 1) failed ON true
+         WHERE (s.last_success IS NULL OR s.last_success < s.cutoff)
+           AND COALESCE(s.last_success, first.started_at) < s.cutoff",
+    )
+    .bind(&kinds)
+    .bind(&products)
+    .bind(&times)
+    .fetch_all(conn)
+    .await
+}

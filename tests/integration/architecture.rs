@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. Rooms on one line share a layer and must not name each other.
 const LAYERS: &[&[&str]] = &[
-    &["domain", "clock", "transport"],
+    &["domain", "clock", "transport", "telemetry"],
     &["crypto"],
     &["config"],
     &["oauth", "atlassian", "store", "invite"],
@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["alerts"],
     &["lifecycle"],
     &["pacing"],
+    &["delivery"],
     &["jobs"],
     &["onboarding", "report"],
     &["http"],

@@ -4,6 +4,7 @@
 
 mod admin_browser;
 mod admin_page;
+mod alert_delivery;
 mod alerts_cli;
 mod architecture;
 mod cli_config;

@@ -4,6 +4,7 @@
 
 use super::Product;
 use super::issues::{IssueChange, IssueSnapshot};
+use super::jsm_alerts::JsmAlertSnapshot;
 use super::products::DataError;
 use super::server::Shared;
 use super::spaces::{SpaceChange, SpaceSnapshot};
@@ -124,4 +125,13 @@ pub(crate) fn delete_spaces<S: AsRef<str>>(
 pub(crate) fn spaces(shared: &Shared, cloud_id: &str) -> Result<Vec<SpaceSnapshot>, DataError> {
     check_site(shared, cloud_id, Product::Confluence)?;
     Ok(shared.with_products(|products| products.confluence(cloud_id).snapshots()))
+}
+
+/// Every JSM Operations alert of the site, oldest first.
+pub(crate) fn jsm_alerts(
+    shared: &Shared,
+    cloud_id: &str,
+) -> Result<Vec<JsmAlertSnapshot>, DataError> {
+    check_site(shared, cloud_id, Product::Jira)?;
+    Ok(shared.with_products(|products| products.jsm(cloud_id).snapshots()))
 }

@@ -4,7 +4,8 @@
 //! Phase 2 adds, per site, `issues` and `spaces` (`GET` list, `PUT` upsert, `POST …/generate`,
 //! `POST …/delete`, `GET issues/deleted`), and globally `faults` (`POST` one, `DELETE` all),
 //! `faults/error-rate` (`PUT`), `requests` (`GET` the log, `DELETE` it), `quota` (`GET`, `PUT`)
-//! and `burst` (`PUT`). Control calls are neither faulted nor logged.
+//! and `burst` (`PUT`). Per site, `jsm/alerts` (`GET`) lists the JSM Operations alerts.
+//! Control calls are neither faulted nor logged.
 
 use std::sync::Arc;
 
@@ -95,6 +96,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/sites/{cloud_id}/spaces/generate", post(generate_spaces))
         .route("/sites/{cloud_id}/spaces/delete", post(delete_spaces))
+        .route("/sites/{cloud_id}/jsm/alerts", get(jsm_alerts))
         .route("/faults", post(inject_fault).delete(clear_faults))
         .route("/faults/error-rate", put(set_error_rate))
         .route("/requests", get(request_log).delete(clear_request_log))
@@ -344,6 +346,14 @@ async fn delete_spaces(
     let Ids { ids } = parse(&body)?;
     let deleted = admin::delete_spaces(&shared, &cloud_id, &ids)?;
     Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+/// `GET /_emulator/sites/{cloud_id}/jsm/alerts` → `[JsmAlertSnapshot]`, oldest first.
+async fn jsm_alerts(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+) -> ControlResult {
+    Ok(Json(admin::jsm_alerts(&shared, &cloud_id)?).into_response())
 }
 
 /// `POST /_emulator/faults` with a `Fault` (`{"kind":..,"path_prefix":..,"times":..}`) → 204.

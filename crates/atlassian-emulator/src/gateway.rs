@@ -24,7 +24,7 @@ use super::rate_limit::{self, Cost};
 use super::server::Shared;
 pub(crate) use super::state::Caller;
 use super::state::Site;
-use super::{Product, confluence, jira};
+use super::{Product, confluence, jira, jsm};
 
 /// Gateway-level refusals, with the bodies 3LO callers get from Atlassian's gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +163,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let products = Router::new()
         .route("/ex/jira/{cloud_id}/rest/api/3/myself", get(jira_myself))
         .merge(jira::routes())
+        .merge(jsm::routes())
         .merge(confluence::routes())
         .route("/ex/jira/{cloud_id}/{*rest}", any(jira_not_found))
         .route(

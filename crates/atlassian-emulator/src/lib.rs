@@ -22,6 +22,8 @@
 //! - `issue_view`: Jira's issue JSON; `page_token`: sealed page tokens and cursors;
 //! - `jira`: search/jql, approximate-count, bulkfetch, GET issue, the 410 legacy search;
 //! - `confluence`: v2 spaces with cursor paging;
+//! - `jsm`: JSM Operations alerts (create, list with search query, get, close, request status),
+//!   with `jsm_alerts` (one site's alerts and requests) and `jsm_query` (the search syntax);
 //! - `rate_limit`: points quota and burst buckets with their headers;
 //! - `faults`: fault injection and the request log; `listener`: connections a fault can reset;
 //! - `admin`: the data operations shared by the handle and the control API;
@@ -39,6 +41,9 @@ mod issue_view;
 mod issues;
 mod jira;
 mod jql;
+mod jsm;
+mod jsm_alerts;
+mod jsm_query;
 mod listener;
 mod oauth;
 mod page_token;
@@ -51,6 +56,7 @@ mod token;
 
 pub use faults::{ErrorRate, Fault, FaultKind, LoggedRequest};
 pub use issues::{IssueChange, IssueSnapshot};
+pub use jsm_alerts::JsmAlertSnapshot;
 pub use products::DataError;
 pub use rate_limit::{BurstClock, QuotaUsage};
 pub use spaces::{SpaceChange, SpaceSnapshot, SpaceStatus, SpaceType};
@@ -457,6 +463,14 @@ impl EmulatorHandle {
     /// The truth about the site's live spaces, ascending by id.
     pub fn spaces(&self, cloud_id: &str) -> Vec<SpaceSnapshot> {
         admin::spaces(&self.shared, cloud_id).unwrap_or_default()
+    }
+
+    // ----- JSM Operations ------------------------------------------------------------------------
+
+    /// The truth about the site's JSM Operations alerts, oldest first (empty for an unknown site
+    /// or one without Jira).
+    pub fn jsm_alerts(&self, cloud_id: &str) -> Vec<JsmAlertSnapshot> {
+        admin::jsm_alerts(&self.shared, cloud_id).unwrap_or_default()
     }
 
     // ----- faults, log, limits ------------------------------------------------------------------

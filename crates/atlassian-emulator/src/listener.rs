@@ -19,12 +19,16 @@ use tokio::net::{TcpListener, TcpStream};
 /// Identifies a connection to handlers and lets them reset it.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnTag {
-    #[allow(dead_code)] // for debugging output
     peer: SocketAddr,
     reset: Arc<AtomicBool>,
 }
 
 impl ConnTag {
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// Drops the connection instead of answering.
     pub(crate) fn reset(&self) {
         self.reset.store(true, Ordering::SeqCst);

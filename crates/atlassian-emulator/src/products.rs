@@ -1,4 +1,5 @@
-//! The product data of every site (Jira issues, Confluence spaces) and the people they mention,
+//! The product data of every site (Jira issues, Confluence spaces, JSM Operations alerts) and the
+//! people they mention,
 //! behind one mutex of its own in the server (never held together with the OAuth state lock).
 //!
 //! Sites themselves live in the OAuth state; callers check a cloud id there first, then come
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::Product;
 use super::generator;
 use super::issues::{self, IssueChange, IssueContent, IssueSnapshot, JiraSite};
+use super::jsm_alerts::JsmSite;
 use super::spaces::{ConfluenceSite, SpaceChange, SpaceSnapshot};
 
 /// Most issues one `create_issues` call generates.
@@ -73,6 +75,8 @@ pub(crate) struct Person {
 pub(crate) struct Products {
     jira: HashMap<String, JiraSite>,
     confluence: HashMap<String, ConfluenceSite>,
+    /// JSM Operations alerts (on Jira sites).
+    jsm: HashMap<String, JsmSite>,
     people: HashMap<String, Person>,
 }
 
@@ -94,6 +98,12 @@ impl Products {
     /// The Confluence data of `cloud_id` (created empty on first use; check the site first).
     pub(crate) fn confluence(&mut self, cloud_id: &str) -> &mut ConfluenceSite {
         self.confluence.entry(cloud_id.to_owned()).or_default()
+    }
+
+    /// The JSM Operations alerts of `cloud_id` (created empty on first use; check the site
+    /// first).
+    pub(crate) fn jsm(&mut self, cloud_id: &str) -> &mut JsmSite {
+        self.jsm.entry(cloud_id.to_owned()).or_default()
     }
 
     /// Remembers people so issues and spaces can render them.
