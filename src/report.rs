@@ -26,6 +26,8 @@ pub struct GrantReport {
     pub status_reason: Option<String>,
     /// Every site row of the grant, revoked ones included.
     pub sites: Vec<StoredSite>,
+    /// The granted scopes, as of the latest token answer that listed any.
+    pub scopes: Vec<String>,
     /// When the stored access token expires; `None` when none is stored.
     pub access_expires_at: Option<DateTime<Utc>>,
     /// When the refresh token dies unless rotated: last rotation + `tokens.inactivity_expiry`.
@@ -45,7 +47,25 @@ pub async fn grant_reports(app: &App) -> Result<Vec<GrantReport>, sqlx::Error> {
     let mut conn = app.pool.acquire().await?;
     let all = grants::all_grants(&mut conn).await?;
     let all_sites = sites::all_sites(&mut conn).await?;
-    Ok(all
+    Ok(with_sites(all, &all_sites))
+}
+
+/// Up to `limit` grants with their sites, nearest cliff (refresh idle or family deadline)
+/// first, and how many grants there are in all.
+pub async fn nearest_grant_reports(
+    app: &App,
+    limit: i64,
+) -> Result<(Vec<GrantReport>, i64), sqlx::Error> {
+    let mut conn = app.pool.acquire().await?;
+    let nearest = grants::grants_by_nearest_deadline(&mut conn, limit).await?;
+    let total = grants::count_grants(&mut conn).await?;
+    let ids: Vec<GrantId> = nearest.iter().map(|g| g.id).collect();
+    let their_sites = sites::sites_of_grants(&mut conn, &ids).await?;
+    Ok((with_sites(nearest, &their_sites), total))
+}
+
+fn with_sites(grants: Vec<grants::Grant>, all_sites: &[StoredSite]) -> Vec<GrantReport> {
+    grants
         .into_iter()
         .map(|g| GrantReport {
             sites: all_sites
@@ -53,6 +73,7 @@ pub async fn grant_reports(app: &App) -> Result<Vec<GrantReport>, sqlx::Error> {
                 .filter(|s| s.grant_id == g.id)
                 .cloned()
                 .collect(),
+            scopes: g.scopes,
             id: g.id,
             label: g.label,
             account_id: g.account_id,
@@ -66,7 +87,7 @@ pub async fn grant_reports(app: &App) -> Result<Vec<GrantReport>, sqlx::Error> {
             failure_streak: g.failure_streak,
             last_error: g.last_error,
         })
-        .collect())
+        .collect()
 }
 
 /// A plain-text table, one row per grant.

@@ -84,17 +84,24 @@ impl Deliverer {
             if claimed.is_empty() {
                 break;
             }
-            for delivery in claimed {
+            let mut pending = claimed.into_iter();
+            while let Some(delivery) = pending.next() {
                 // Once a send starts it finishes and is recorded, even during shutdown: the
                 // lease would otherwise make the message wait for it to expire.
-                if self.deliver(&delivery).await? {
+                let delivered = self.deliver(&delivery).await?;
+                if delivered {
                     report.delivered += 1;
                 } else {
                     report.failed += 1;
-                    return Ok(report);
                 }
-                if stop.is_cancelled() {
-                    break;
+                if !delivered || stop.is_cancelled() {
+                    // The rest go back untouched, due as before, for the next run.
+                    let unsent: Vec<_> = pending.map(|d| (d.message.id, d.sink)).collect();
+                    if !unsent.is_empty() {
+                        let mut conn = self.app.pool.acquire().await?;
+                        alert_outbox::release_unsent(&mut conn, &unsent, holder).await?;
+                    }
+                    return Ok(report);
                 }
             }
         }

@@ -1,6 +1,7 @@
-//! The HTTP server: health and readiness, metrics, and the consent flow (invite links and
-//! the OAuth callback).
+//! The HTTP server: health and readiness, metrics, the consent flow (invite links and the
+//! OAuth callback), and the operator's `/admin` page.
 
+mod admin;
 mod auth;
 mod connect;
 mod metrics;
@@ -32,6 +33,7 @@ pub fn router(app: App) -> Router {
             get(connect::start),
         )
         .route(&callback_path, get(connect::finish))
+        .merge(admin::routes())
         .with_state(app)
 }
 

@@ -97,7 +97,7 @@ pub async fn claim_due(
     limit: i64,
 ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
     let sink_names: Vec<&str> = sinks.iter().map(|s| s.as_str()).collect();
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i32, i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH due AS (
              SELECT d.message_id, d.sink FROM alert_deliveries d
              JOIN alert_messages m ON m.id = d.message_id
@@ -115,7 +115,7 @@ pub async fn claim_due(
          UPDATE alert_deliveries d
          SET leased_by = $2, leased_until = $4, attempts = d.attempts + 1, last_attempt_at = $3
          FROM due WHERE d.message_id = due.message_id AND d.sink = due.sink
-         RETURNING d.sink, d.attempts, d.message_id",
+         RETURNING d.sink, d.attempts, d.message_id, d.next_attempt_at",
     )
     .bind(&sink_names)
     .bind(holder)
@@ -127,7 +127,7 @@ pub async fn claim_due(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<i64> = rows.iter().map(|(_, _, id)| *id).collect();
+    let ids: Vec<i64> = rows.iter().map(|(_, _, id, _)| *id).collect();
     let messages: Vec<Message> = sqlx::query_as(
         "SELECT id, delivery_id, alert_id, state, kind, grant_id, account_id, label, cloud_id,
                 product, reason, since, deadline, at
@@ -136,8 +136,12 @@ pub async fn claim_due(
     .bind(&ids)
     .fetch_all(conn)
     .await?;
+    let mut rows = rows;
+    // Longest waiting first, so that while a sink fails every message gets its turn; an
+    // alert's own messages are never both claimed (the later one waits above).
+    rows.sort_by_key(|(_, _, message_id, due)| (*due, *message_id));
     let mut claimed = Vec::with_capacity(rows.len());
-    for (sink, attempt, message_id) in rows {
+    for (sink, attempt, message_id, _) in rows {
         let (Ok(sink), Some(message)) = (
             sink.parse::<Sink>(),
             messages.iter().find(|m| m.id == message_id),
@@ -150,7 +154,6 @@ pub async fn claim_due(
             message: message.clone(),
         });
     }
-    claimed.sort_by_key(|c| (c.message.id, c.sink));
     Ok(claimed)
 }
 
@@ -269,4 +272,28 @@ pub async fn deliveries_of(
     .bind(delivery_id)
     .fetch_all(conn)
     .await
+}
+
+/// Gives back deliveries claimed but not attempted (a drain that stopped early): the lease
+/// goes and the attempt that was counted for them is taken back.
+pub async fn release_unsent(
+    conn: &mut PgConnection,
+    unsent: &[(i64, Sink)],
+    holder: &str,
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<i64> = unsent.iter().map(|(id, _)| *id).collect();
+    let sinks: Vec<&str> = unsent.iter().map(|(_, sink)| sink.as_str()).collect();
+    let released = sqlx::query(
+        "UPDATE alert_deliveries d
+         SET leased_by = NULL, leased_until = NULL, attempts = d.attempts - 1
+         FROM unnest($1::bigint[], $2::text[]) AS u(message_id, sink)
+         WHERE d.message_id = u.message_id AND d.sink = u.sink AND d.leased_by = $3
+           AND d.delivered_at IS NULL",
+    )
+    .bind(&ids)
+    .bind(&sinks)
+    .bind(holder)
+    .execute(conn)
+    .await?;
+    Ok(released.rows_affected())
 }

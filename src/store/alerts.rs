@@ -341,6 +341,28 @@ pub async fn open_alerts(conn: &mut PgConnection) -> Result<Vec<StoredAlert>, sq
     .await
 }
 
+/// Up to `limit` open alerts, newest first (the admin page's list).
+pub async fn recent_open_alerts(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<StoredAlert>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, kind, grant_id, account_id, label, cloud_id, product, reason, since, deadline,
+                reconsent_url, opened_at, resolved_at
+         FROM alerts WHERE resolved_at IS NULL ORDER BY opened_at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many alerts are open.
+pub async fn count_open_alerts(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM alerts WHERE resolved_at IS NULL")
+        .fetch_one(conn)
+        .await
+}
+
 /// Deletes up to `limit` alerts resolved before `before`. Returns how many went.
 pub async fn prune_resolved(
     conn: &mut PgConnection,

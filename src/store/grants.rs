@@ -348,6 +348,29 @@ pub async fn all_grants(conn: &mut PgConnection) -> Result<Vec<Grant>, sqlx::Err
         .await
 }
 
+/// Up to `limit` grants, nearest cliff first: the earlier of the refresh idle deadline and
+/// the family deadline (the admin page's list; a sort over the table, bounded by `limit`).
+pub async fn grants_by_nearest_deadline(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Grant>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM grants
+         ORDER BY LEAST(refresh_idle_deadline, family_deadline), label, id
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many grants there are.
+pub async fn count_grants(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM grants")
+        .fetch_one(conn)
+        .await
+}
+
 /// A lease on one grant: the right to exchange its refresh token until `until`. Every write
 /// made under it is fenced on (`id`, `holder`, `epoch`).
 #[derive(Debug, Clone)]

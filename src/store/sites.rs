@@ -153,3 +153,18 @@ pub async fn all_sites(conn: &mut PgConnection) -> Result<Vec<StoredSite>, sqlx:
     .fetch_all(conn)
     .await
 }
+
+/// The site rows of the given grants, by name and product.
+pub async fn sites_of_grants(
+    conn: &mut PgConnection,
+    grant_ids: &[GrantId],
+) -> Result<Vec<StoredSite>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = grant_ids.iter().map(|id| id.as_uuid()).collect();
+    sqlx::query_as(
+        "SELECT grant_id, cloud_id, product, name, url, scopes, missing_scopes, status, scope_error, revoked_at
+         FROM sites WHERE grant_id = ANY($1) ORDER BY status, name, product",
+    )
+    .bind(&ids)
+    .fetch_all(conn)
+    .await
+}

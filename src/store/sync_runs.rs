@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::synced_sites::SyncedSite;
-use crate::domain::{GrantId, SyncKind};
+use crate::domain::{CloudId, GrantId, Product, SyncKind};
 
 /// Counters of one run, written when it ends.
 #[derive(Debug, Default, Clone)]
@@ -106,6 +106,59 @@ pub async fn tally(
         "SELECT kind, outcome, count(*), sum(requests)::bigint FROM sync_runs
          GROUP BY kind, outcome ORDER BY kind, outcome",
     )
+    .fetch_all(conn)
+    .await
+}
+
+/// One sync run as the admin page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecentRun {
+    /// The site's cloud id.
+    pub cloud_id: CloudId,
+    /// Which product of the site.
+    pub product: Product,
+    /// The site's name, from `synced_sites`.
+    pub site_name: String,
+    /// `jira_incremental`, `jira_reconcile` or `confluence_spaces`.
+    pub kind: String,
+    /// `running`, `ok`, `failed` or `deferred`.
+    pub outcome: String,
+    /// Rows inserted or updated.
+    pub upserted: i32,
+    /// Rows soft-deleted.
+    pub deleted: i32,
+    /// Soft-deleted Jira issues found again.
+    pub restored: i32,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended; `None` while running.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed or was deferred.
+    pub error: Option<String>,
+}
+
+/// The latest `per_site` runs of each of the first `site_limit` synced sites (by name and
+/// product), newest first within a site. Each site is one index range scan
+/// (`sync_runs_by_site`).
+pub async fn recent_runs_per_site(
+    conn: &mut PgConnection,
+    per_site: i64,
+    site_limit: i64,
+) -> Result<Vec<RecentRun>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT ss.cloud_id, ss.product, ss.name AS site_name, r.kind, r.outcome, r.upserted,
+                r.deleted, r.restored, r.started_at, r.finished_at, r.error
+         FROM (SELECT cloud_id, product, name FROM synced_sites
+               ORDER BY name, product LIMIT $2) ss
+         CROSS JOIN LATERAL (
+             SELECT kind, outcome, upserted, deleted, restored, started_at, finished_at, error
+             FROM sync_runs
+             WHERE cloud_id = ss.cloud_id AND product = ss.product
+             ORDER BY started_at DESC LIMIT $1) r
+         ORDER BY ss.name, ss.product, r.started_at DESC",
+    )
+    .bind(per_site)
+    .bind(site_limit)
     .fetch_all(conn)
     .await
 }

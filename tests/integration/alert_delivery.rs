@@ -525,10 +525,23 @@ async fn a_webhook_that_stays_down_raises_delivery_failing_and_loses_nothing(poo
     )
     .await;
     let (_, mia) = app.site_and_user("acme", "Mia", "UTC");
+    let (_, sam) = app.site_and_user("globex", "Sam", "UTC");
     assert_eq!(app.consent("mia", &mia).await.0, 200);
+    assert_eq!(app.consent("sam", &sam).await.0, 200);
+    app.sandbox.emulator.revoke_app(&sam);
     revoke_and_sweep(&app, &mia).await;
 
     assert_eq!(deliver(&app).await.failed, 1);
+    // The first failure ends the run; the other message is given back untouched, not left
+    // leased with an attempt it never had.
+    let webhook: Vec<(i32, bool, bool)> = sqlx::query_as(
+        "SELECT attempts, last_error IS NOT NULL, leased_by IS NOT NULL FROM alert_deliveries
+         WHERE sink = 'webhook' ORDER BY message_id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(webhook, [(1, true, false), (0, false, false)]);
     let failing = || async {
         sqlx::query_scalar::<_, String>(
             "SELECT reason FROM alerts WHERE kind = 'delivery_failing' AND resolved_at IS NULL",
@@ -548,16 +561,23 @@ async fn a_webhook_that_stays_down_raises_delivery_failing_and_loses_nothing(poo
     let reasons = failing().await;
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("webhook"), "{reasons:?}");
-    let (attempts, error): (i32, Option<String>) = sqlx::query_as(
-        "SELECT attempts, last_error FROM alert_deliveries d
+    // One attempt per run (a failure ends the run), taking turns: each message is retried.
+    let retried: Vec<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT d.attempts, d.last_error FROM alert_deliveries d
          JOIN alert_messages m ON m.id = d.message_id
-         WHERE d.sink = 'webhook' AND m.kind = 'needs_reauth'",
+         WHERE d.sink = 'webhook' AND m.kind = 'needs_reauth' ORDER BY m.id",
     )
-    .fetch_one(app.pool())
+    .fetch_all(app.pool())
     .await
     .unwrap();
-    assert!(attempts >= 3, "retried: {attempts}");
-    assert!(error.unwrap().contains("unreachable"));
+    assert!(
+        retried.iter().map(|(n, _)| n).sum::<i32>() >= 4,
+        "{retried:?}"
+    );
+    for (attempts, error) in &retried {
+        assert!(*attempts >= 2, "{retried:?}");
+        assert!(error.as_deref().unwrap().contains("unreachable"));
+    }
 
     // The receiver comes up on that port: the backlog drains in order, and the sink's own
     // alert resolves.

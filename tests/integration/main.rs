@@ -2,7 +2,10 @@
 //! test gets its own migrated Postgres database (`#[sqlx::test]`) and talks to the built-in
 //! emulator over real HTTP.
 
+mod admin_browser;
+mod admin_page;
 mod alert_delivery;
+mod alert_delivery_process;
 mod alerts_cli;
 mod architecture;
 mod cli_config;
