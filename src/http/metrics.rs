@@ -237,23 +237,90 @@ async fn database_metrics(app: &App, out: &mut Exposition) -> Result<(), sqlx::E
     Ok(())
 }
 
-fn counters(app: &App, out: &mut Exposition) {
-    let help = |name: &str| match name {
-        "atlassync_token_exchanges_total" => "Refresh-token exchanges by outcome.",
-        "atlassync_api_requests_total" => "Atlassian API requests by product and HTTP status.",
-        "atlassync_api_throttled_total" => "429 answers by product.",
-        "atlassync_api_throttle_wait_seconds_total" => "Seconds paused by 429s, by product.",
-        "atlassync_alert_deliveries_total" => "Alert delivery attempts by sink and outcome.",
-        _ => "",
+/// A sample's label pairs.
+type Labels = Vec<(&'static str, String)>;
+
+/// A counter family: its name, its help, and the label sets shown at zero before anything
+/// happened (so that rules and dashboards see a series from the first scrape).
+type CounterFamily = (&'static str, &'static str, Vec<Labels>);
+
+/// Every counter family.
+fn counter_families(app: &App) -> Vec<CounterFamily> {
+    let one = |label: &'static str, values: &[&str]| -> Vec<Labels> {
+        values
+            .iter()
+            .map(|v| vec![(label, (*v).to_owned())])
+            .collect()
     };
+    let deliveries = app
+        .config
+        .alerts
+        .sinks()
+        .into_iter()
+        .flat_map(|sink| {
+            ["delivered", "failed"].map(|outcome| {
+                vec![
+                    ("sink", sink.as_str().to_owned()),
+                    ("outcome", outcome.to_owned()),
+                ]
+            })
+        })
+        .collect();
+    vec![
+        (
+            "atlassync_token_exchanges_total",
+            "Refresh-token exchanges by outcome.",
+            one(
+                "outcome",
+                &[
+                    "rotated",
+                    "invalid_grant",
+                    "app_credentials_rejected",
+                    "transient",
+                ],
+            ),
+        ),
+        (
+            "atlassync_api_requests_total",
+            "Atlassian API requests by product and HTTP status (error: no answer).",
+            Vec::new(),
+        ),
+        (
+            "atlassync_api_throttled_total",
+            "429 answers by product.",
+            Vec::new(),
+        ),
+        (
+            "atlassync_api_throttle_wait_seconds_total",
+            "Seconds paused by 429s, by product.",
+            Vec::new(),
+        ),
+        (
+            "atlassync_alert_deliveries_total",
+            "Alert delivery attempts by sink and outcome.",
+            deliveries,
+        ),
+    ]
+}
+
+fn counters(app: &App, out: &mut Exposition) {
     let counters = app.telemetry.counters();
-    let mut names: Vec<&str> = counters.iter().map(|((name, _), _)| *name).collect();
-    names.dedup();
-    for name in names {
-        out.header(name, help(name), "counter");
-        for ((_, labels), value) in counters.iter().filter(|((n, _), _)| *n == name) {
+    for (name, help, zeros) in counter_families(app) {
+        out.header(name, help, "counter");
+        let mut samples: Vec<(Labels, f64)> = counters
+            .iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|((_, labels), value)| (labels.clone(), *value))
+            .collect();
+        for labels in zeros {
+            if !samples.iter().any(|(seen, _)| *seen == labels) {
+                samples.push((labels, 0.0));
+            }
+        }
+        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        for (labels, value) in samples {
             let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            out.sample(name, &labels, *value);
+            out.sample(name, &labels, value);
         }
     }
 }

@@ -414,6 +414,8 @@ async fn readyz_turns_503_while_postgres_is_down_and_200_when_it_returns() {
     status_within(200, readyz.clone()).await;
     postgres.stop();
     status_within(503, readyz.clone()).await;
+    // Liveness is not readiness: the process is alive and says so.
+    status_within(200, healthz.clone()).await;
     let body = client
         .get(&readyz)
         .send()
