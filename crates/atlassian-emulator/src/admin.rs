@@ -2,6 +2,8 @@
 //! API: they check the site (and accounts) in the OAuth state first, then change the product
 //! data, so the two locks are never held together.
 
+use chrono::{DateTime, Utc};
+
 use super::Product;
 use super::issues::{IssueChange, IssueSnapshot};
 use super::jsm_alerts::JsmAlertSnapshot;
@@ -31,12 +33,49 @@ pub(crate) fn create_issues(
     cloud_id: &str,
     project_key: &str,
     count: usize,
+    updated_at: Option<DateTime<Utc>>,
 ) -> Result<Vec<String>, DataError> {
     check_site(shared, cloud_id, Product::Jira)?;
     let people = shared.with_state(|state| state.people_of_site(cloud_id));
     let now = shared.now();
     shared.with_products(|products| {
-        products.generate_issues(cloud_id, project_key, count, people, now)
+        products.generate_issues(cloud_id, project_key, count, people, now, updated_at)
+    })
+}
+
+/// Moves an issue to another project (new key, same id, `updated` = now).
+pub(crate) fn move_issue(
+    shared: &Shared,
+    cloud_id: &str,
+    issue: &str,
+    project_key: &str,
+) -> Result<IssueSnapshot, DataError> {
+    check_site(shared, cloud_id, Product::Jira)?;
+    let now = shared.now();
+    shared.with_products(|products| {
+        products
+            .jira(cloud_id)
+            .move_issue(issue, project_key, now)
+            .map(IssueSnapshot::from)
+    })
+}
+
+/// Hides project `project_key` from `account_id` or shows it again.
+pub(crate) fn set_project_visibility(
+    shared: &Shared,
+    cloud_id: &str,
+    project_key: &str,
+    account_id: &str,
+    visible: bool,
+) -> Result<(), DataError> {
+    check_site(shared, cloud_id, Product::Jira)?;
+    if !shared.with_state(|state| state.has_user(account_id)) {
+        return Err(DataError::UnknownAccount(account_id.to_owned()));
+    }
+    shared.with_products(|products| {
+        products
+            .jira(cloud_id)
+            .set_visibility(project_key, account_id, visible)
     })
 }
 

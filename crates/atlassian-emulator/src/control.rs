@@ -5,6 +5,8 @@
 //! `POST …/delete`, `GET issues/deleted`), and globally `faults` (`POST` one, `DELETE` all),
 //! `faults/error-rate` (`PUT`), `requests` (`GET` the log, `DELETE` it), `quota` (`GET`, `PUT`)
 //! and `burst` (`PUT`). Per site, `jsm/alerts` (`GET`) lists the JSM Operations alerts.
+//! Later: per site `issues/move` (`POST`), `projects/{key}/visibility` (`PUT`) and `quota`
+//! (`PUT`, the per-tenant quota), and globally `search-paging` (`PUT`).
 //! Control calls are neither faulted nor logged.
 
 use std::sync::Arc;
@@ -23,7 +25,8 @@ use serde_json::json;
 use super::server::Shared;
 use super::state::ControlError;
 use super::{
-    ConsentDecision, DataError, ErrorRate, Fault, IssueChange, NewUser, Product, SpaceChange, admin,
+    ConsentDecision, DataError, ErrorRate, Fault, IssueChange, NewUser, Product, SearchPaging,
+    SpaceChange, admin,
 };
 
 /// Why a control request failed.
@@ -89,6 +92,13 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/sites/{cloud_id}/issues/generate", post(generate_issues))
         .route("/sites/{cloud_id}/issues/delete", post(delete_issues))
+        .route("/sites/{cloud_id}/issues/move", post(move_issue))
+        .route(
+            "/sites/{cloud_id}/projects/{project_key}/visibility",
+            put(set_project_visibility),
+        )
+        .route("/sites/{cloud_id}/quota", put(set_tenant_quota))
+        .route("/search-paging", put(set_search_paging))
         .route("/sites/{cloud_id}/issues/deleted", get(deleted_issues))
         .route(
             "/sites/{cloud_id}/spaces",
@@ -247,16 +257,23 @@ async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
 struct GenerateIssues {
     project_key: String,
     count: usize,
+    #[serde(default)]
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// `POST /_emulator/sites/{cloud_id}/issues/generate {"project_key","count"}` → 201 `{"ids"}`.
+/// `POST /_emulator/sites/{cloud_id}/issues/generate {"project_key","count","updated_at"?}` →
+/// 201 `{"ids"}`.
 async fn generate_issues(
     AxumState(shared): AxumState<Arc<Shared>>,
     Path(cloud_id): Path<String>,
     body: Bytes,
 ) -> ControlResult {
-    let GenerateIssues { project_key, count } = parse(&body)?;
-    let ids = admin::create_issues(&shared, &cloud_id, &project_key, count)?;
+    let GenerateIssues {
+        project_key,
+        count,
+        updated_at,
+    } = parse(&body)?;
+    let ids = admin::create_issues(&shared, &cloud_id, &project_key, count, updated_at)?;
     Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
 }
 
@@ -292,6 +309,70 @@ async fn delete_issues(
     let Ids { ids } = parse(&body)?;
     let deleted = admin::delete_issues(&shared, &cloud_id, &ids)?;
     Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+#[derive(Deserialize)]
+struct MoveIssue {
+    issue: String,
+    project_key: String,
+}
+
+/// `POST /_emulator/sites/{cloud_id}/issues/move {"issue": id or key, "project_key"}` → the
+/// moved `IssueSnapshot`.
+async fn move_issue(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let MoveIssue { issue, project_key } = parse(&body)?;
+    Ok(Json(admin::move_issue(&shared, &cloud_id, &issue, &project_key)?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Visibility {
+    account_id: String,
+    visible: bool,
+}
+
+/// `PUT /_emulator/sites/{cloud_id}/projects/{project_key}/visibility
+/// {"account_id","visible"}` → 204.
+async fn set_project_visibility(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((cloud_id, project_key)): Path<(String, String)>,
+    body: Bytes,
+) -> ControlResult {
+    let Visibility {
+        account_id,
+        visible,
+    } = parse(&body)?;
+    admin::set_project_visibility(&shared, &cloud_id, &project_key, &account_id, visible)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /_emulator/sites/{cloud_id}/quota {"product","points_per_hour":N|null}` → 204 (the
+/// site's per-tenant quota).
+async fn set_tenant_quota(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(cloud_id): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let SetQuota {
+        product,
+        points_per_hour,
+    } = parse(&body)?;
+    admin::check_site(&shared, &cloud_id, product)?;
+    shared.with_limits(|limits| limits.set_tenant_quota(&cloud_id, product, points_per_hour));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /_emulator/search-paging {"page_cap":N|null,"empty_page_every":N|null}` → 204.
+async fn set_search_paging(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    body: Bytes,
+) -> ControlResult {
+    let paging: SearchPaging = parse(&body)?;
+    shared.set_search_paging(paging);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /_emulator/sites/{cloud_id}/issues/deleted` → `{"ids": [..]}`.
@@ -396,7 +477,7 @@ async fn clear_request_log(AxumState(shared): AxumState<Arc<Shared>>) -> Respons
 }
 
 /// `GET /_emulator/quota` → `{"jira": QuotaUsage, "confluence": QuotaUsage,
-/// "burst_requests_per_second": N|null}`.
+/// "burst_requests_per_second": N|null, "tenants": [{"cloud_id","product","usage"}]}`.
 async fn quota(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     let now = shared.now();
     let body = shared.with_limits(|limits| {
@@ -404,6 +485,13 @@ async fn quota(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
             "jira": limits.usage(Product::Jira, now),
             "confluence": limits.usage(Product::Confluence, now),
             "burst_requests_per_second": limits.burst_rate(),
+            "tenants": limits
+                .tenant_usages(now)
+                .into_iter()
+                .map(|(cloud_id, product, usage)| {
+                    json!({"cloud_id": cloud_id, "product": product, "usage": usage})
+                })
+                .collect::<Vec<_>>(),
         })
     });
     Json(body).into_response()

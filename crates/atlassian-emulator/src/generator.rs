@@ -122,6 +122,8 @@ pub(crate) fn issue_contents(
     accounts: &[String],
 ) -> Vec<IssueContent> {
     let mut rng = Rng(seed);
+    // A second stream for the fields added later, so the first keeps its values.
+    let mut extra = Rng(seed ^ 0x5EED_F1E1_D5C0_FFEE);
     let count_i64 = i64::try_from(count).unwrap_or(i64::MAX);
     // About 37 minutes per issue, between a day and a year in all.
     let span_ms = count_i64
@@ -174,6 +176,12 @@ pub(crate) fn issue_contents(
                     labels.push(label);
                 }
             }
+            let done = status.category.key == "done";
+            let estimable = issue_type.hierarchy_level == 0;
+            let story_points =
+                (estimable && extra.chance(60)).then(|| *extra.pick(&[1u32, 2, 3, 5, 8, 13]));
+            let sprint = (issue_type.hierarchy_level >= 0 && extra.chance(50))
+                .then(|| 1 + u32::try_from(extra.below(12)).unwrap_or(0));
             IssueContent {
                 summary: format!(
                     "{} {}{}",
@@ -190,6 +198,10 @@ pub(crate) fn issue_contents(
                 labels,
                 created,
                 updated,
+                resolution_date: done.then_some(updated),
+                parent: None,
+                story_points,
+                sprint,
             }
         })
         .collect()

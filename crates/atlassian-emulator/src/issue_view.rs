@@ -7,28 +7,163 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
-use super::issues::{Issue, Project};
+use super::issues::{Issue, JiraSite, Project};
 use super::products::Person;
 
 /// `expand` of an issue carrying fields (what Jira advertises).
 const FULL_EXPAND: &str =
     "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations";
 
-/// Every field the emulator renders, in Jira's order, with its display name and schema.
-const FIELDS: &[(&str, &str, &str)] = &[
-    ("summary", "Summary", "string"),
-    ("description", "Description", "string"),
-    ("status", "Status", "status"),
-    ("issuetype", "Issue Type", "issuetype"),
-    ("project", "Project", "project"),
-    ("assignee", "Assignee", "user"),
-    ("reporter", "Reporter", "user"),
-    ("creator", "Creator", "user"),
-    ("priority", "Priority", "priority"),
-    ("labels", "Labels", "array"),
-    ("created", "Created", "datetime"),
-    ("updated", "Updated", "datetime"),
+/// A field of the site, as `GET /rest/api/3/field` describes it (`FieldDetails`).
+#[derive(Debug)]
+pub(crate) struct FieldDef {
+    pub(crate) id: &'static str,
+    pub(crate) name: &'static str,
+    /// `JsonTypeBean.type`; `None`: the field has no schema (Jira's `parent`).
+    pub(crate) kind: Option<&'static str>,
+    /// `JsonTypeBean.items` of array fields.
+    pub(crate) items: Option<&'static str>,
+    /// `(custom type URI, customId)` of custom fields.
+    pub(crate) custom: Option<(&'static str, i64)>,
+    pub(crate) navigable: bool,
+    pub(crate) orderable: bool,
+    pub(crate) searchable: bool,
+    pub(crate) clause_names: &'static [&'static str],
+}
+
+const fn system(
+    id: &'static str,
+    name: &'static str,
+    kind: &'static str,
+    clause_names: &'static [&'static str],
+) -> FieldDef {
+    FieldDef {
+        id,
+        name,
+        kind: Some(kind),
+        items: None,
+        custom: None,
+        navigable: true,
+        orderable: true,
+        searchable: true,
+        clause_names,
+    }
+}
+
+/// Every field the emulator renders, in Jira's order.
+pub(crate) static FIELDS: &[FieldDef] = &[
+    system("summary", "Summary", "string", &["summary"]),
+    system("description", "Description", "string", &["description"]),
+    system("status", "Status", "status", &["status"]),
+    system(
+        "issuetype",
+        "Issue Type",
+        "issuetype",
+        &["issuetype", "type"],
+    ),
+    system("project", "Project", "project", &["project"]),
+    system("assignee", "Assignee", "user", &["assignee"]),
+    system("reporter", "Reporter", "user", &["reporter"]),
+    system("creator", "Creator", "user", &["creator"]),
+    system("priority", "Priority", "priority", &["priority"]),
+    system("resolution", "Resolution", "resolution", &["resolution"]),
+    system(
+        "resolutiondate",
+        "Resolved",
+        "datetime",
+        &["resolutiondate", "resolved"],
+    ),
+    FieldDef {
+        items: Some("string"),
+        ..system("labels", "Labels", "array", &["labels"])
+    },
+    FieldDef {
+        kind: None,
+        orderable: false,
+        searchable: false,
+        ..system("parent", "Parent", "", &["parent"])
+    },
+    system(
+        "created",
+        "Created",
+        "datetime",
+        &["created", "createdDate"],
+    ),
+    system(
+        "updated",
+        "Updated",
+        "datetime",
+        &["updated", "updatedDate"],
+    ),
+    FieldDef {
+        custom: Some((
+            "com.atlassian.jira.plugin.system.customfieldtypes:float",
+            10016,
+        )),
+        ..system(
+            "customfield_10016",
+            "Story point estimate",
+            "number",
+            &[
+                "cf[10016]",
+                "Story point estimate",
+                "Story point estimate[Number]",
+            ],
+        )
+    },
+    FieldDef {
+        items: Some("json"),
+        custom: Some(("com.pyxis.greenhopper.jira:gh-sprint", 10020)),
+        orderable: false,
+        ..system(
+            "customfield_10020",
+            "Sprint",
+            "array",
+            &["cf[10020]", "Sprint", "Sprint[Sprint]"],
+        )
+    },
+    FieldDef {
+        navigable: false,
+        ..system("comment", "Comment", "comments-page", &["comment"])
+    },
 ];
+
+impl FieldDef {
+    /// `JsonTypeBean`, when the field has a schema.
+    pub(crate) fn schema(&self) -> Option<Value> {
+        let kind = self.kind?;
+        let mut bean = json!({"type": kind});
+        if let Some(items) = self.items {
+            bean["items"] = json!(items);
+        }
+        match self.custom {
+            Some((uri, custom_id)) => {
+                bean["custom"] = json!(uri);
+                bean["customId"] = json!(custom_id);
+            }
+            None => bean["system"] = json!(self.id),
+        }
+        Some(bean)
+    }
+
+    /// `FieldDetails`.
+    pub(crate) fn details(&self) -> Value {
+        let mut details = json!({
+            "id": self.id,
+            "key": self.id,
+            "name": self.name,
+            "custom": self.custom.is_some(),
+            "orderable": self.orderable,
+            "navigable": self.navigable,
+            "searchable": self.searchable,
+            "clauseNames": self.clause_names,
+        });
+        if let Some(schema) = self.schema() {
+            details["schema"] = schema;
+        }
+        details
+    }
+}
 
 /// Which fields to render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +175,9 @@ pub(crate) enum FieldSelection {
 }
 
 impl FieldSelection {
-    /// Reads `fields` values (each may be comma-separated; `*all`, `*navigable`, `-name`, ids and
-    /// unknown names, which are ignored as Jira does). `default` applies when nothing is given.
+    /// Reads `fields` values (each may be comma-separated): `*all` (every field), `*navigable`
+    /// (every navigable field), field ids (unknown ones are ignored, as Jira does), and `-id` to
+    /// exclude a field. `default` applies when nothing is given.
     pub(crate) fn parse(requested: &[String], default: &str) -> FieldSelection {
         let mut tokens: Vec<&str> = requested
             .iter()
@@ -60,21 +196,28 @@ impl FieldSelection {
         }
         let mut chosen: Vec<&'static str> = Vec::new();
         let mut excluded: Vec<String> = Vec::new();
+        let add = |chosen: &mut Vec<&'static str>, id: &'static str| {
+            if !chosen.contains(&id) {
+                chosen.push(id);
+            }
+        };
         for token in tokens {
-            if token == "*all" || token == "*navigable" {
-                chosen = FIELDS.iter().map(|(name, ..)| *name).collect();
+            if token.eq_ignore_ascii_case("*all") {
+                for field in FIELDS {
+                    add(&mut chosen, field.id);
+                }
+            } else if token.eq_ignore_ascii_case("*navigable") {
+                for field in FIELDS.iter().filter(|f| f.navigable) {
+                    add(&mut chosen, field.id);
+                }
             } else if let Some(name) = token.strip_prefix('-') {
-                excluded.push(name.to_ascii_lowercase());
-            } else if let Some((name, ..)) = FIELDS
-                .iter()
-                .find(|(name, ..)| name.eq_ignore_ascii_case(token))
-                && !chosen.contains(name)
-            {
-                chosen.push(name);
+                excluded.push(name.trim().to_ascii_lowercase());
+            } else if let Some(field) = FIELDS.iter().find(|f| f.id.eq_ignore_ascii_case(token)) {
+                add(&mut chosen, field.id);
             }
         }
-        chosen.retain(|name| !excluded.iter().any(|e| e == name));
-        chosen.sort_by_key(|name| FIELDS.iter().position(|(n, ..)| n == name));
+        chosen.retain(|id| !excluded.iter().any(|e| e == id));
+        chosen.sort_by_key(|id| FIELDS.iter().position(|f| f.id == *id));
         FieldSelection::Fields(chosen)
     }
 
@@ -87,29 +230,29 @@ impl FieldSelection {
         }
     }
 
+    fn chosen(&self) -> impl Iterator<Item = &'static FieldDef> + '_ {
+        let ids: &[&'static str] = match self {
+            FieldSelection::IdOnly => &[],
+            FieldSelection::Fields(ids) => ids,
+        };
+        FIELDS.iter().filter(move |f| ids.contains(&f.id))
+    }
+
     /// `names` for `expand=names`.
     pub(crate) fn names(&self) -> Value {
-        let mut names = Map::new();
-        if let FieldSelection::Fields(fields) = self {
-            for (name, display, _) in FIELDS.iter().filter(|(n, ..)| fields.contains(n)) {
-                names.insert((*name).to_owned(), json!(display));
-            }
-        }
+        let names: Map<String, Value> = self
+            .chosen()
+            .map(|f| (f.id.to_owned(), json!(f.name)))
+            .collect();
         Value::Object(names)
     }
 
-    /// `schema` for `expand=schema` (`JsonTypeBean` per field).
+    /// `schema` for `expand=schema` (`JsonTypeBean` per field that has one).
     pub(crate) fn schema(&self) -> Value {
-        let mut schema = Map::new();
-        if let FieldSelection::Fields(fields) = self {
-            for (name, _, kind) in FIELDS.iter().filter(|(n, ..)| fields.contains(n)) {
-                let mut bean = json!({"type": kind, "system": name});
-                if *name == "labels" {
-                    bean["items"] = json!("string");
-                }
-                schema.insert((*name).to_owned(), bean);
-            }
-        }
+        let schema: Map<String, Value> = self
+            .chosen()
+            .filter_map(|f| Some((f.id.to_owned(), f.schema()?)))
+            .collect();
         Value::Object(schema)
     }
 }
@@ -123,6 +266,8 @@ pub(crate) struct IssueView<'a> {
     /// The caller's Jira zone.
     pub(crate) zone: Tz,
     pub(crate) people: &'a HashMap<String, Person>,
+    /// The site's Jira data (projects and parents).
+    pub(crate) site: &'a JiraSite,
 }
 
 /// Jira's timestamp form: milliseconds and an offset without a colon (`+1100`).
@@ -141,12 +286,8 @@ pub(crate) fn encode_query_value(text: &str) -> String {
 
 impl IssueView<'_> {
     /// One `IssueBean`.
-    pub(crate) fn issue(
-        &self,
-        issue: &Issue,
-        project: Option<&Project>,
-        fields: &FieldSelection,
-    ) -> Value {
+    pub(crate) fn issue(&self, issue: &Issue, fields: &FieldSelection) -> Value {
+        let project = self.site.project(&issue.project_id);
         let mut bean = Map::new();
         bean.insert("id".into(), json!(issue.id.to_string()));
         bean.insert("key".into(), json!(issue.key));
@@ -190,8 +331,72 @@ impl IssueView<'_> {
             "labels" => json!(issue.labels),
             "created" => json!(jira_timestamp(issue.created, self.zone)),
             "updated" => json!(jira_timestamp(issue.updated, self.zone)),
+            "resolution" => issue.resolution_date.map_or(Value::Null, |_| {
+                json!({
+                    "self": format!("{}/resolution/10000", self.api),
+                    "id": "10000",
+                    "description": "Work has been done on this issue.",
+                    "name": "Done",
+                })
+            }),
+            "resolutiondate" => issue
+                .resolution_date
+                .map_or(Value::Null, |at| json!(jira_timestamp(at, self.zone))),
+            "parent" => issue
+                .parent
+                .and_then(|id| self.site.issue(&id.to_string()))
+                .map_or(Value::Null, |parent| self.parent(parent)),
+            "customfield_10016" => issue.story_points.map_or(Value::Null, |p| json!(p)),
+            "customfield_10020" => issue
+                .sprint
+                .map_or(Value::Null, |n| json!([self.sprint(issue, n)])),
+            "comment" => json!({
+                "comments": [],
+                "self": format!("{}/issue/{}/comment", self.api, issue.id),
+                "maxResults": 0,
+                "total": 0,
+                "startAt": 0,
+            }),
             _ => Value::Null,
         }
+    }
+
+    /// The `parent` field: the parent's identity and a few of its fields.
+    fn parent(&self, parent: &Issue) -> Value {
+        json!({
+            "id": parent.id.to_string(),
+            "key": parent.key,
+            "self": format!("{}/issue/{}", self.api, parent.id),
+            "fields": {
+                "summary": parent.summary,
+                "status": self.status(parent),
+                "priority": self.field(parent, None, "priority"),
+                "issuetype": self.issue_type(parent),
+            },
+        })
+    }
+
+    /// One sprint of the Jira Software sprint field (two weeks each, counted back from the
+    /// issue's creation).
+    fn sprint(&self, issue: &Issue, number: u32) -> Value {
+        let project = issue.project_id.parse::<u64>().unwrap_or(0);
+        let id = project.saturating_sub(9_999) * 100 + u64::from(number);
+        let start = issue.created - chrono::TimeDelta::days(14);
+        let end = issue.created;
+        let state = if issue.resolution_date.is_some() {
+            "closed"
+        } else {
+            "active"
+        };
+        json!({
+            "id": id,
+            "name": format!("{} Sprint {number}", issue.project_key),
+            "state": state,
+            "boardId": project.saturating_sub(9_999),
+            "goal": "",
+            "startDate": start.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            "endDate": end.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        })
     }
 
     fn status(&self, issue: &Issue) -> Value {
@@ -321,6 +526,16 @@ mod tests {
             panic!("fields expected");
         };
         assert!(fields.contains(&"status") && !fields.contains(&"description"));
+        assert!(fields.contains(&"comment") && fields.contains(&"customfield_10020"));
+        let FieldSelection::Fields(navigable) = parse(&["*navigable", "-labels"], "id") else {
+            panic!("fields expected");
+        };
+        assert!(!navigable.contains(&"comment") && !navigable.contains(&"labels"));
+        assert!(navigable.contains(&"parent") && navigable.contains(&"customfield_10016"));
+        assert_eq!(
+            parse(&["customfield_10016", "*navigable"], "id"),
+            parse(&["*navigable"], "id")
+        );
         assert_eq!(parse(&[], "*all").page_cap(), 100);
         assert_eq!(parse(&["id"], "*all").page_cap(), 5000);
     }

@@ -219,6 +219,8 @@ pub(crate) struct Project {
     pub(crate) simplified: bool,
     pub(crate) avatar_id: u64,
     next_number: u64,
+    /// Accounts that cannot browse the project (its issues are omitted for them).
+    pub(crate) hidden_from: BTreeSet<String>,
 }
 
 /// A Jira issue. Timestamps are kept at millisecond precision, as Jira renders them.
@@ -241,6 +243,14 @@ pub(crate) struct Issue {
     pub(crate) labels: Vec<String>,
     pub(crate) created: DateTime<Utc>,
     pub(crate) updated: DateTime<Utc>,
+    /// When the issue was resolved (set while its status is in the Done category).
+    pub(crate) resolution_date: Option<DateTime<Utc>>,
+    /// Id of the parent issue (an epic, or the parent of a subtask).
+    pub(crate) parent: Option<u64>,
+    /// `customfield_10016` "Story point estimate".
+    pub(crate) story_points: Option<u32>,
+    /// `customfield_10020` "Sprint": the sprint number within the project.
+    pub(crate) sprint: Option<u32>,
 }
 
 impl Subject for Issue {
@@ -293,6 +303,10 @@ pub(crate) struct IssueContent {
     pub(crate) labels: Vec<String>,
     pub(crate) created: DateTime<Utc>,
     pub(crate) updated: DateTime<Utc>,
+    pub(crate) resolution_date: Option<DateTime<Utc>>,
+    pub(crate) parent: Option<u64>,
+    pub(crate) story_points: Option<u32>,
+    pub(crate) sprint: Option<u32>,
 }
 
 /// A change to apply with [`EmulatorHandle::upsert_issue`](super::EmulatorHandle::upsert_issue):
@@ -308,9 +322,12 @@ pub struct IssueChange {
     /// emulator does not move issues).
     #[serde(default)]
     pub project_key: Option<String>,
-    /// New summary.
+    /// New summary (any text, including control characters such as U+0000).
     #[serde(default)]
     pub summary: Option<String>,
+    /// `Some(None)` clears the description; `Some(Some(text))` sets it (served as ADF).
+    #[serde(default, deserialize_with = "double_option")]
+    pub description: Option<Option<String>>,
     /// Status name or id (`To Do`, `In Progress`, `In Review`, `Done`).
     #[serde(default)]
     pub status: Option<String>,
@@ -355,6 +372,9 @@ pub struct IssueSnapshot {
     pub project_key: String,
     /// Summary.
     pub summary: String,
+    /// Description as plain text, if any.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Status name.
     pub status: String,
     /// Issue type name.
@@ -380,6 +400,7 @@ impl From<&Issue> for IssueSnapshot {
             key: issue.key.clone(),
             project_key: issue.project_key.clone(),
             summary: issue.summary.clone(),
+            description: issue.description.clone(),
             status: issue.status.name.to_owned(),
             issue_type: issue.issue_type.name.to_owned(),
             priority: issue.priority.map(|p| p.name.to_owned()),
@@ -479,6 +500,8 @@ pub(crate) struct JiraSite {
     by_created: BTreeSet<(i64, u64)>,
     /// Deleted issues: id → last key.
     deleted: BTreeMap<u64, String>,
+    /// Keys issues had before a move (upper case) → id: old keys still resolve.
+    moved: HashMap<String, u64>,
     next_issue_id: u64,
     next_project_id: u64,
 }
@@ -493,6 +516,7 @@ impl Default for JiraSite {
             by_updated: BTreeSet::new(),
             by_created: BTreeSet::new(),
             deleted: BTreeMap::new(),
+            moved: HashMap::new(),
             next_issue_id: FIRST_ID,
             next_project_id: FIRST_ID,
         }
@@ -557,6 +581,7 @@ impl JiraSite {
                         simplified: index % 2 == 1,
                         avatar_id: 10400 + (id - FIRST_ID) % 25,
                         next_number: 1,
+                        hidden_from: BTreeSet::new(),
                     },
                 );
                 id
@@ -577,9 +602,84 @@ impl JiraSite {
         let text = id_or_key.trim();
         let id = match text.parse::<u64>() {
             Ok(id) => id,
-            Err(_) => *self.by_key.get(&text.to_ascii_uppercase())?,
+            Err(_) => {
+                let key = text.to_ascii_uppercase();
+                *self.by_key.get(&key).or_else(|| self.moved.get(&key))?
+            }
         };
         self.issues.get(&id)
+    }
+
+    /// Whether `account` can browse `issue` (`None`: no user restriction applies).
+    pub(crate) fn visible(&self, issue: &Issue, account: Option<&str>) -> bool {
+        let Some(account) = account else {
+            return true;
+        };
+        self.project(&issue.project_id)
+            .is_none_or(|p| !p.hidden_from.contains(account))
+    }
+
+    /// Hides project `key` (created when missing) from `account`, or shows it again.
+    pub(crate) fn set_visibility(
+        &mut self,
+        key: &str,
+        account: &str,
+        visible: bool,
+    ) -> Result<(), DataError> {
+        let id = self.ensure_project(key)?.id;
+        let project = self
+            .projects
+            .get_mut(&id)
+            .ok_or_else(|| DataError::UnknownProject(key.to_owned()))?;
+        if visible {
+            project.hidden_from.remove(account);
+        } else {
+            project.hidden_from.insert(account.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Moves issue `id_or_key` to project `project_key` (created when missing): it gets the
+    /// next number there, so its key changes while its id stays; the old key keeps resolving.
+    /// `updated` becomes `now`.
+    pub(crate) fn move_issue(
+        &mut self,
+        id_or_key: &str,
+        project_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<&Issue, DataError> {
+        let id = self
+            .issue(id_or_key)
+            .map(|i| i.id)
+            .ok_or_else(|| DataError::UnknownIssue(id_or_key.to_owned()))?;
+        let target = self.ensure_project(project_key)?.id;
+        let mut issue = self
+            .issues
+            .remove(&id)
+            .ok_or_else(|| DataError::UnknownIssue(id.to_string()))?;
+        if issue.project_id == target.to_string() {
+            self.issues.insert(id, issue);
+            return Err(DataError::InvalidValue {
+                field: "project_key",
+                value: project_key.to_owned(),
+            });
+        }
+        self.unindex(&issue);
+        let project = self
+            .projects
+            .get_mut(&target)
+            .ok_or_else(|| DataError::UnknownProject(project_key.to_owned()))?;
+        let number = project.next_number;
+        project.next_number += 1;
+        self.moved.insert(issue.key.clone(), id);
+        issue.project_id = target.to_string();
+        issue.project_key = project.key.clone();
+        issue.number = number;
+        issue.key = format!("{}-{number}", project.key);
+        issue.updated = to_millis(now);
+        self.moved.remove(&issue.key);
+        self.index(&issue);
+        Ok(self.issues.entry(id).or_insert(issue))
     }
 
     /// Number of live issues.
@@ -619,6 +719,10 @@ impl JiraSite {
             labels: content.labels,
             created: to_millis(content.created),
             updated: to_millis(content.updated),
+            resolution_date: content.resolution_date.map(to_millis),
+            parent: content.parent,
+            story_points: content.story_points,
+            sprint: content.sprint,
         };
         self.index(&issue);
         self.issues.insert(id, issue);
@@ -642,6 +746,10 @@ impl JiraSite {
         issue.labels = content.labels;
         issue.created = to_millis(content.created);
         issue.updated = to_millis(content.updated);
+        issue.resolution_date = content.resolution_date.map(to_millis);
+        issue.parent = content.parent;
+        issue.story_points = content.story_points;
+        issue.sprint = content.sprint;
         self.index(&issue);
         Ok(self.issues.entry(id).or_insert(issue))
     }
@@ -689,17 +797,30 @@ impl JiraSite {
         self.issues.values().map(IssueSnapshot::from).collect()
     }
 
-    /// How many live issues match `filter` (the approximate count is exact here).
-    pub(crate) fn count(&self, filter: &Filter) -> usize {
-        self.issues.values().filter(|i| filter.matches(*i)).count()
+    /// How many live issues `viewer` can see match `filter` (the approximate count is exact
+    /// here).
+    pub(crate) fn count(&self, filter: &Filter, viewer: Option<&str>) -> usize {
+        self.issues
+            .values()
+            .filter(|i| filter.matches(*i) && self.visible(i, viewer))
+            .count()
     }
 
-    /// One page: up to `limit` matching issues strictly after `after` in `compiled.order`.
+    /// Sets the parent of issue `id` (no index depends on it).
+    pub(crate) fn set_parent(&mut self, id: u64, parent: Option<u64>) {
+        if let Some(issue) = self.issues.get_mut(&id) {
+            issue.parent = parent;
+        }
+    }
+
+    /// One page: up to `limit` matching issues `viewer` can see, strictly after `after` in
+    /// `compiled.order`.
     pub(crate) fn search(
         &self,
         compiled: &Compiled,
         after: Option<&[SortValue]>,
         limit: usize,
+        viewer: Option<&str>,
     ) -> SearchPage<'_> {
         let order = compiled.order.as_slice();
         let Some(primary) = order.first().copied() else {
@@ -716,7 +837,7 @@ impl JiraSite {
         let mut more = false;
         let from = after.and_then(<[SortValue]>::first);
         for issue in self.walk(primary, from, &compiled.filter) {
-            if !compiled.filter.matches(issue) {
+            if !compiled.filter.matches(issue) || !self.visible(issue, viewer) {
                 continue;
             }
             let value = sort_value(issue, primary.field);
@@ -884,6 +1005,10 @@ mod tests {
             labels: Vec::new(),
             created: at(0),
             updated,
+            resolution_date: None,
+            parent: None,
+            story_points: None,
+            sprint: None,
         }
     }
 
@@ -925,7 +1050,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after: Option<Vec<SortValue>> = None;
         loop {
-            let page = site.search(&compiled, after.as_deref(), limit);
+            let page = site.search(&compiled, after.as_deref(), limit, None);
             assert!(page.issues.len() <= limit);
             seen.extend(page.issues.iter().map(|i| i.id));
             if !page.more {
@@ -965,10 +1090,10 @@ mod tests {
     fn exact_fit_last_page_reports_no_more() {
         let site = site(10);
         let compiled = compile(&site, "project in (ENG, OPS) ORDER BY id");
-        let page = site.search(&compiled, None, 10);
+        let page = site.search(&compiled, None, 10, None);
         assert_eq!(page.issues.len(), 10);
         assert!(!page.more);
-        let page = site.search(&compiled, None, 9);
+        let page = site.search(&compiled, None, 9, None);
         assert!(page.more);
     }
 
@@ -978,7 +1103,7 @@ mod tests {
         let id = site.issue("ENG-1").expect("exists").id;
         site.replace(id, content(at(600))).expect("updated");
         let compiled = compile(&site, "updated >= \"2026-05-29 05:00\" ORDER BY updated");
-        let page = site.search(&compiled, None, 10);
+        let page = site.search(&compiled, None, 10, None);
         assert_eq!(
             page.issues
                 .iter()
@@ -990,7 +1115,7 @@ mod tests {
         assert!(site.issue(&id.to_string()).is_none());
         assert!(!site.delete("ENG-1"));
         assert_eq!(site.deleted_ids(), vec![id.to_string()]);
-        assert!(site.search(&compiled, None, 10).issues.is_empty());
+        assert!(site.search(&compiled, None, 10, None).issues.is_empty());
         assert_eq!(site.len(), 7);
     }
 

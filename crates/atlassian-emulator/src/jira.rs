@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 
 use super::faults::{FaultKind, SearchQuirk};
 use super::gateway::{Caller, GatewayError, ScopeRequirement};
+use super::issue_view::FIELDS;
 use super::issue_view::{FieldSelection, IssueView};
-use super::issues::SortValue;
+use super::issues::{SearchPage, SortValue};
 use super::jql::{self, Context};
 use super::page_token::fingerprint;
 use super::rate_limit::Cost;
@@ -156,6 +157,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route(&format!("{base}/3/issue/bulkfetch"), post(bulkfetch))
         .route(&format!("{base}/3/issue/{{issue}}"), get(get_issue))
+        .route(&format!("{base}/3/field"), get(list_fields))
         .route(&format!("{base}/3/search/id"), any(legacy_search));
     for version in ["2", "3", "latest"] {
         router = router.route(&format!("{base}/{version}/search"), any(legacy_search));
@@ -329,6 +331,9 @@ struct PageCursor {
     i: i64,
     /// Sort tuple of the last issue returned.
     a: Vec<SortValue>,
+    /// Index of the page this token asks for (the first page is 0).
+    #[serde(default)]
+    p: u64,
 }
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
@@ -381,16 +386,26 @@ fn search(
     let now = shared.now();
     let query_print = fingerprint(&request.jql);
     let bad_token = || JiraError::BadRequest(BAD_PAGE_TOKEN.to_owned());
-    let (anchor, after) = match &request.next_page_token {
-        None => (now, None),
+    let (anchor, after, page_index) = match &request.next_page_token {
+        None => (now, None, 0),
         Some(token) => {
             let cursor: PageCursor = shared.page_key().open(token).ok_or_else(bad_token)?;
             if cursor.q != query_print || now - from_millis(cursor.i) > policy.page_token_ttl {
                 return Err(bad_token());
             }
-            (from_millis(cursor.n), Some(cursor.a))
+            (from_millis(cursor.n), Some(cursor.a), cursor.p)
         }
     };
+    let paging = shared.search_paging();
+    if let Some(cap) = paging.page_cap {
+        limit = limit.min(cap.max(1));
+    }
+    // Sparse paging: every n-th page (never the first) is empty but carries a token that
+    // continues where the previous page stopped.
+    let empty_page = paging
+        .empty_page_every
+        .map(|n| n.max(2) as u64)
+        .is_some_and(|n| page_index % n == n - 1);
     let context = jql_context(caller, anchor);
     let settings = view_settings(shared, caller, cloud_id, site_name);
     let (body, returned) = shared.with_products(|products| {
@@ -402,17 +417,27 @@ fn search(
         {
             return Err(bad_token());
         }
-        let page = site.search(&compiled, after.as_deref(), limit);
+        let viewer = Some(caller.user.account_id.as_str());
+        let page = if empty_page {
+            SearchPage {
+                issues: Vec::new(),
+                last: Some(after.clone().unwrap_or_default()),
+                more: true,
+            }
+        } else {
+            site.search(&compiled, after.as_deref(), limit, viewer)
+        };
         let view = IssueView {
             api: settings.api,
             site_url: settings.site_url,
             zone: settings.zone,
             people,
+            site,
         };
         let issues: Vec<Value> = page
             .issues
             .iter()
-            .map(|issue| view.issue(issue, site.project(&issue.project_id), &fields))
+            .map(|issue| view.issue(issue, &fields))
             .collect();
         let returned = issues.len();
         let mut body = json!({"issues": issues, "isLast": !page.more});
@@ -422,6 +447,7 @@ fn search(
                 n: anchor.timestamp_millis(),
                 i: now.timestamp_millis(),
                 a: last,
+                p: page_index + 1,
             })
         });
         match (&quirk, &request.next_page_token, next) {
@@ -471,7 +497,7 @@ async fn approximate_count(
     let count = shared.with_products(|products| {
         let (site, _) = products.jira_with_people(&cloud_id);
         let compiled = jql::compile_bounded(&jql, &context, site)?;
-        Ok::<_, JiraError>(site.count(&compiled.filter))
+        Ok::<_, JiraError>(site.count(&compiled.filter, Some(&caller.user.account_id)))
     })?;
     Ok(answer(json!({"count": count}), 0, &caller))
 }
@@ -524,7 +550,12 @@ async fn bulkfetch(
     let settings = view_settings(&shared, &caller, &cloud_id, &site.name);
     let issues = shared.with_products(|products| {
         let (site, people) = products.jira_with_people(&cloud_id);
-        let mut found: Vec<_> = wanted.iter().filter_map(|w| site.issue(w)).collect();
+        let viewer = Some(caller.user.account_id.as_str());
+        let mut found: Vec<_> = wanted
+            .iter()
+            .filter_map(|w| site.issue(w))
+            .filter(|issue| site.visible(issue, viewer))
+            .collect();
         found.sort_by_key(|issue| issue.id);
         found.dedup_by_key(|issue| issue.id);
         let view = IssueView {
@@ -532,10 +563,11 @@ async fn bulkfetch(
             site_url: settings.site_url,
             zone: settings.zone,
             people,
+            site,
         };
         found
             .iter()
-            .map(|issue| view.issue(issue, site.project(&issue.project_id), &fields))
+            .map(|issue| view.issue(issue, &fields))
             .collect::<Vec<_>>()
     });
     let returned = issues.len() as u64;
@@ -564,19 +596,42 @@ async fn get_issue(
     let settings = view_settings(&shared, &caller, &cloud_id, &site.name);
     let issue = shared.with_products(|products| {
         let (site, people) = products.jira_with_people(&cloud_id);
-        let issue = site.issue(&id_or_key)?;
+        let issue = site
+            .issue(&id_or_key)
+            .filter(|issue| site.visible(issue, Some(&caller.user.account_id)))?;
         let view = IssueView {
             api: settings.api,
             site_url: settings.site_url,
             zone: settings.zone,
             people,
+            site,
         };
-        Some(view.issue(issue, site.project(&issue.project_id), &fields))
+        Some(view.issue(issue, &fields))
     });
     match issue {
         Some(issue) => Ok(answer(issue, 1, &caller)),
         None => Err(JiraError::NotFound(ISSUE_NOT_FOUND.to_owned())),
     }
+}
+
+/// `GET /field`: classic, or the granular (Beta) set of the spec.
+const FIELD_READ: ScopeRequirement = ScopeRequirement::any_of(&[
+    &["read:jira-work"],
+    &[
+        "read:field:jira",
+        "read:avatar:jira",
+        "read:project-category:jira",
+        "read:project:jira",
+        "read:field-configuration:jira",
+    ],
+]);
+
+/// `GET /field`: every field of the site as `FieldDetails` (system fields, then the custom
+/// fields generated issues carry). Costs the base point only.
+async fn list_fields(caller: Caller, Path(cloud_id): Path<String>) -> JiraResult {
+    caller.authorize(FIELD_READ, &cloud_id, Product::Jira)?;
+    let fields: Vec<Value> = FIELDS.iter().map(|f| f.details()).collect();
+    Ok(answer(Value::Array(fields), 0, &caller))
 }
 
 /// `/rest/api/{2,3,latest}/search` and `/rest/api/3/search/id`: removed by Atlassian (410).

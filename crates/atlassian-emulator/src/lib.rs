@@ -167,6 +167,30 @@ impl fmt::Debug for EmulatorConfig {
     }
 }
 
+/// How `search/jql` splits results into pages beyond `maxResults` and the field-dependent cap
+/// (Atlassian: "pages may hold fewer issues than `maxResults`, and an empty page may still carry
+/// a `nextPageToken` with `isLast: false`"). The default serves full pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPaging {
+    /// At most this many issues per page, whatever `maxResults` asks for (at least 1).
+    #[serde(default)]
+    pub page_cap: Option<usize>,
+    /// Every n-th page of a scan (pages 0-based: n-1, 2n-1, …; never the first, n ≥ 2) holds no
+    /// issues but carries a `nextPageToken` and `isLast: false`; the next page continues where
+    /// the previous non-empty one stopped. `isLast: true` comes only on the real last page.
+    #[serde(default)]
+    pub empty_page_every: Option<usize>,
+}
+
+/// Options of [`EmulatorHandle::create_issues_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerateOptions {
+    /// Every generated issue is created before this instant and last updated exactly at it
+    /// (default: created over a period ending now, updated at varied instants up to now).
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// The body a failed refresh gets (both are seen from the real service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -399,10 +423,72 @@ impl EmulatorHandle {
     /// created on first use; issues are assigned among the site's users, created over a period
     /// ending now); returns their ids. An unknown site or one without Jira yields none.
     pub fn create_issues(&self, cloud_id: &str, project_key: &str, n: usize) -> Vec<String> {
-        admin::create_issues(&self.shared, cloud_id, project_key, n).unwrap_or_else(|error| {
-            tracing::warn!(%error, "emulator: create_issues ignored");
-            Vec::new()
-        })
+        self.create_issues_with(cloud_id, project_key, n, GenerateOptions::default())
+    }
+
+    /// Like [`create_issues`](Self::create_issues), with options (e.g. `updated_at` in the
+    /// past, so the issues are older than a sync's bookmark).
+    pub fn create_issues_with(
+        &self,
+        cloud_id: &str,
+        project_key: &str,
+        n: usize,
+        options: GenerateOptions,
+    ) -> Vec<String> {
+        admin::create_issues(&self.shared, cloud_id, project_key, n, options.updated_at)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "emulator: create_issues ignored");
+                Vec::new()
+            })
+    }
+
+    /// Moves an issue (id or key) to project `new_project_key` (created on first use): the id
+    /// stays, the key becomes the target project's next key, `updated` becomes now, and the old
+    /// key keeps resolving (GET issue, bulkfetch).
+    pub fn move_issue(
+        &self,
+        cloud_id: &str,
+        issue_id: &str,
+        new_project_key: &str,
+    ) -> Result<IssueSnapshot, DataError> {
+        admin::move_issue(&self.shared, cloud_id, issue_id, new_project_key)
+    }
+
+    /// Makes project `project_key` (created on first use) invisible (`visible: false`) or
+    /// visible again to `account_id`: search/jql, approximate-count, bulkfetch and GET issue
+    /// leave its issues out for that user, as Jira does for projects a user cannot browse.
+    pub fn set_project_visibility(
+        &self,
+        cloud_id: &str,
+        project_key: &str,
+        account_id: &str,
+        visible: bool,
+    ) -> Result<(), DataError> {
+        admin::set_project_visibility(&self.shared, cloud_id, project_key, account_id, visible)
+    }
+
+    /// Sets an issue's summary to `text` verbatim (any characters, U+0000 included, served
+    /// JSON-escaped as `\u0000`) and its `updated` to now.
+    pub fn update_issue_summary(
+        &self,
+        cloud_id: &str,
+        issue_id: &str,
+        text: &str,
+    ) -> Result<IssueSnapshot, DataError> {
+        self.upsert_issue(
+            cloud_id,
+            IssueChange {
+                issue: Some(issue_id.to_owned()),
+                summary: Some(text.to_owned()),
+                updated: self.now(),
+                ..IssueChange::default()
+            },
+        )
+    }
+
+    /// How `search/jql` pages (see [`SearchPaging`]); the default serves full pages.
+    pub fn set_search_paging(&self, paging: SearchPaging) {
+        self.shared.set_search_paging(paging);
     }
 
     /// Creates or changes one issue with an explicit `updated` instant.
@@ -511,6 +597,23 @@ impl EmulatorHandle {
     pub fn quota_usage(&self, product: Product) -> QuotaUsage {
         let now = self.now();
         self.shared.with_limits(|limits| limits.usage(product, now))
+    }
+
+    /// Sets (or with `None` removes) a per-tenant quota of one site and product, in points per
+    /// UTC hour (Atlassian's Tier 2 "Per-Tenant Pool"). Requests to that site and product are
+    /// charged to it as well as to the product's global quota; once it is spent they get 429
+    /// with `RateLimit-Reason: {jira|confluence}-quota-tenant-based` until the top of the hour,
+    /// other sites and products unaffected.
+    pub fn set_tenant_quota(&self, cloud_id: &str, product: Product, points_per_hour: Option<u64>) {
+        self.shared
+            .with_limits(|limits| limits.set_tenant_quota(cloud_id, product, points_per_hour));
+    }
+
+    /// A site's per-tenant quota for `product` and what is spent of it this hour.
+    pub fn tenant_quota_usage(&self, cloud_id: &str, product: Product) -> QuotaUsage {
+        let now = self.now();
+        self.shared
+            .with_limits(|limits| limits.tenant_usage(cloud_id, product, now))
     }
 
     /// Sets the burst rate per tenant × endpoint × method (`None`: no burst limit).

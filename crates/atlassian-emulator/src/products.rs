@@ -114,6 +114,8 @@ impl Products {
     }
 
     /// Generates `count` issues in `project_key`, assigned among `people`; returns their ids.
+    /// With `updated_at`, every issue is created before that instant and last updated exactly
+    /// at it (old issues, for a project that becomes visible later).
     pub(crate) fn generate_issues(
         &mut self,
         cloud_id: &str,
@@ -121,6 +123,7 @@ impl Products {
         count: usize,
         people: Vec<Person>,
         now: DateTime<Utc>,
+        updated_at: Option<DateTime<Utc>>,
     ) -> Result<Vec<String>, DataError> {
         if count > MAX_GENERATED_ISSUES {
             return Err(DataError::InvalidValue {
@@ -133,10 +136,38 @@ impl Products {
         let site = self.jira(cloud_id);
         site.ensure_project(project_key)?;
         let seed = generator::seed(cloud_id, site.len());
-        let contents = generator::issue_contents(seed, count, now, &accounts);
+        let mut contents =
+            generator::issue_contents(seed, count, updated_at.unwrap_or(now), &accounts);
+        if let Some(at) = updated_at {
+            for content in &mut contents {
+                content.updated = at;
+                content.created = content.created.min(at);
+                if content.resolution_date.is_some() {
+                    content.resolution_date = Some(at);
+                }
+            }
+        }
         let mut ids = Vec::with_capacity(count);
+        // Parents: a subtask belongs to the latest standard issue of the batch, every other
+        // standard issue to the latest epic.
+        let mut epic: Option<u64> = None;
+        let mut standard: Option<u64> = None;
         for content in contents {
-            ids.push(site.create(project_key, content)?.to_string());
+            let level = content.issue_type.hierarchy_level;
+            let id = site.create(project_key, content)?;
+            let parent = match level {
+                1 => {
+                    epic = Some(id);
+                    None
+                }
+                0 => {
+                    standard = Some(id);
+                    epic.filter(|_| id % 2 == 0)
+                }
+                _ => standard,
+            };
+            site.set_parent(id, parent);
+            ids.push(id.to_string());
         }
         Ok(ids)
     }
@@ -255,6 +286,10 @@ fn merge_issue(
             labels: issue.labels.clone(),
             created: issue.created,
             updated: issue.updated,
+            resolution_date: issue.resolution_date,
+            parent: issue.parent,
+            story_points: issue.story_points,
+            sprint: issue.sprint,
         },
         None => IssueContent {
             summary: "New issue".to_owned(),
@@ -267,6 +302,10 @@ fn merge_issue(
             labels: Vec::new(),
             created: change.created.unwrap_or(change.updated),
             updated: change.updated,
+            resolution_date: None,
+            parent: None,
+            story_points: None,
+            sprint: None,
         },
     };
     if let Some(summary) = &change.summary {
@@ -278,6 +317,10 @@ fn merge_issue(
         }
         content.summary = summary.clone();
     }
+    if let Some(description) = &change.description {
+        content.description = description.clone();
+    }
+    let was_done = content.status.category.key == "done";
     content.status = status.unwrap_or(content.status);
     content.issue_type = issue_type.unwrap_or(content.issue_type);
     if priority.is_some() {
@@ -305,5 +348,14 @@ fn merge_issue(
         content.created = created;
     }
     content.updated = change.updated;
+    // Jira sets the resolution when an issue enters a Done status and clears it on leaving.
+    match (
+        was_done && existing.is_some(),
+        content.status.category.key == "done",
+    ) {
+        (false, true) => content.resolution_date = Some(change.updated),
+        (_, false) => content.resolution_date = None,
+        (true, true) => {}
+    }
     Ok(content)
 }

@@ -96,6 +96,13 @@ pub(crate) enum Rejection {
         resets_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
+    /// The site's per-tenant points for the product are spent.
+    TenantQuota {
+        product: Product,
+        limit: u64,
+        resets_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
     /// The endpoint's burst bucket is empty.
     Burst {
         product: Product,
@@ -167,6 +174,18 @@ impl IntoResponse for Rejection {
                 seconds_until(resets_at, now),
                 resets_at,
             ),
+            Rejection::TenantQuota {
+                product,
+                limit,
+                resets_at,
+                now,
+            } => too_many_requests(
+                product,
+                "quota-tenant-based",
+                limit,
+                seconds_until(resets_at, now),
+                resets_at,
+            ),
             Rejection::Burst { product, rate, now } => too_many_requests(
                 product,
                 "burst-based",
@@ -189,6 +208,8 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 pub(crate) struct RateLimiter {
     jira: QuotaPool,
     confluence: QuotaPool,
+    /// Per-tenant pools: (cloud id, product) → pool.
+    tenants: HashMap<(String, Product), QuotaPool>,
     burst_rate: Option<u32>,
     burst_clock: BurstClock,
     buckets: HashMap<(String, String, Method), Bucket>,
@@ -209,6 +230,7 @@ impl RateLimiter {
         Self {
             jira: pool.clone(),
             confluence: pool,
+            tenants: HashMap::new(),
             burst_rate,
             burst_clock,
             buckets: HashMap::new(),
@@ -226,6 +248,66 @@ impl RateLimiter {
     /// Sets a product's hourly points (`None`: unlimited). Points already spent this hour stay.
     pub(crate) fn set_quota(&mut self, product: Product, points_per_hour: Option<u64>) {
         self.pool(product).limit = points_per_hour;
+    }
+
+    /// Sets (`None`: removes) a per-tenant quota. Points already spent this hour stay.
+    pub(crate) fn set_tenant_quota(
+        &mut self,
+        tenant: &str,
+        product: Product,
+        points_per_hour: Option<u64>,
+    ) {
+        match points_per_hour {
+            Some(limit) => {
+                self.tenants
+                    .entry((tenant.to_owned(), product))
+                    .or_insert(QuotaPool {
+                        limit: None,
+                        window: i64::MIN,
+                        used: 0,
+                    })
+                    .limit = Some(limit);
+            }
+            None => {
+                self.tenants.remove(&(tenant.to_owned(), product));
+            }
+        }
+    }
+
+    /// A tenant's quota now (`points_per_hour: None` when none is configured).
+    pub(crate) fn tenant_usage(
+        &mut self,
+        tenant: &str,
+        product: Product,
+        now: DateTime<Utc>,
+    ) -> QuotaUsage {
+        let (limit, used) = match self.tenants.get_mut(&(tenant.to_owned(), product)) {
+            Some(pool) => {
+                pool.roll(now);
+                (pool.limit, pool.used)
+            }
+            None => (None, 0),
+        };
+        QuotaUsage {
+            points_per_hour: limit,
+            used,
+            resets_at: next_hour(now),
+        }
+    }
+
+    /// Every configured tenant quota: (cloud id, product, usage).
+    pub(crate) fn tenant_usages(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, Product, QuotaUsage)> {
+        let mut keys: Vec<(String, Product)> = self.tenants.keys().cloned().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|(tenant, product)| {
+                let usage = self.tenant_usage(&tenant, product, now);
+                (tenant, product, usage)
+            })
+            .collect()
     }
 
     /// Sets the burst rate (`None`: no burst limit) and forgets the buckets.
@@ -286,6 +368,19 @@ impl RateLimiter {
                 now,
             });
         }
+        if let Some(pool) = self.tenants.get_mut(&(tenant.to_owned(), product)) {
+            pool.roll(now);
+            if let Some(limit) = pool.limit
+                && pool.used >= limit
+            {
+                return Err(Rejection::TenantQuota {
+                    product,
+                    limit,
+                    resets_at: next_hour(now),
+                    now,
+                });
+            }
+        }
         let Some(rate) = self.burst_rate else {
             return Ok(());
         };
@@ -308,34 +403,54 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Charges `points` to the product's pool and returns the headers a normal answer carries.
+    /// Charges `points` to the product's pool (and the tenant's, when it has one) and returns
+    /// the headers a normal answer carries.
     pub(crate) fn charge(
         &mut self,
         product: Product,
+        tenant: &str,
         points: u64,
         now: DateTime<Utc>,
     ) -> Vec<(&'static str, String)> {
         let burst_rate = self.burst_rate;
+        let reset = seconds_until(next_hour(now), now);
+        let mut pools: Vec<(&'static str, QuotaPool)> = Vec::new();
         let pool = self.pool(product);
         pool.roll(now);
         pool.used = pool.used.saturating_add(points);
+        pools.push(("global-app-quota", pool.clone()));
+        if let Some(pool) = self.tenants.get_mut(&(tenant.to_owned(), product)) {
+            pool.roll(now);
+            pool.used = pool.used.saturating_add(points);
+            pools.push(("tenant-app-quota", pool.clone()));
+        }
         let mut headers = Vec::new();
         let mut policies = Vec::new();
-        if let (Some(limit), Some(remaining)) = (pool.limit, pool.remaining()) {
-            headers.push(("x-ratelimit-limit", limit.to_string()));
-            headers.push(("x-ratelimit-remaining", remaining.to_string()));
-            if remaining.saturating_mul(5) < limit {
-                headers.push(("x-ratelimit-nearlimit", "true".to_owned()));
-            }
-            policies.push(format!("\"global-app-quota\";q={limit};w=3600"));
-            let reset = seconds_until(next_hour(now), now);
-            // `r` appears only once more than 80 % of the budget is spent (Atlassian's rule).
-            let value = if pool.used.saturating_mul(5) > limit.saturating_mul(4) {
-                format!("\"global-app-quota\";r={remaining};t={reset}")
-            } else {
-                format!("\"global-app-quota\";t={reset}")
+        let mut states = Vec::new();
+        let mut near = false;
+        for (name, pool) in &pools {
+            let (Some(limit), Some(remaining)) = (pool.limit, pool.remaining()) else {
+                continue;
             };
-            headers.push(("ratelimit", value));
+            // The X-RateLimit-* pair reports the first configured pool (the global one).
+            if policies.is_empty() {
+                headers.push(("x-ratelimit-limit", limit.to_string()));
+                headers.push(("x-ratelimit-remaining", remaining.to_string()));
+            }
+            near |= remaining.saturating_mul(5) < limit;
+            policies.push(format!("\"{name}\";q={limit};w=3600"));
+            // `r` appears only once more than 80 % of the budget is spent (Atlassian's rule).
+            states.push(if pool.used.saturating_mul(5) > limit.saturating_mul(4) {
+                format!("\"{name}\";r={remaining};t={reset}")
+            } else {
+                format!("\"{name}\";t={reset}")
+            });
+        }
+        if near {
+            headers.push(("x-ratelimit-nearlimit", "true".to_owned()));
+        }
+        if !states.is_empty() {
+            headers.push(("ratelimit", states.join(", ")));
         }
         if let Some(rate) = burst_rate {
             policies.push(format!(
@@ -398,7 +513,7 @@ pub(crate) async fn enforce(
         .get::<Cost>()
         .copied()
         .unwrap_or_default();
-    let headers = shared.with_limits(|limits| limits.charge(product, 1 + extra.0, now));
+    let headers = shared.with_limits(|limits| limits.charge(product, tenant, 1 + extra.0, now));
     for (name, value) in headers {
         set(response.headers_mut(), name, &value);
     }
@@ -424,7 +539,7 @@ mod tests {
                 .admit(Product::Jira, "t", "/e", &Method::GET, now)
                 .is_ok()
         );
-        limits.charge(Product::Jira, 10, now);
+        limits.charge(Product::Jira, "t", 10, now);
         let rejection = limits
             .admit(Product::Jira, "t", "/e", &Method::GET, now)
             .expect_err("wall");
@@ -505,7 +620,10 @@ mod tests {
     fn headers_report_the_budget_and_near_limit() {
         let mut limits = RateLimiter::new(Some(100), Some(100), BurstClock::Wall);
         let now = at("2026-11-22T09:59:00Z");
-        let headers: HashMap<_, _> = limits.charge(Product::Jira, 3, now).into_iter().collect();
+        let headers: HashMap<_, _> = limits
+            .charge(Product::Jira, "t", 3, now)
+            .into_iter()
+            .collect();
         assert_eq!(headers["x-ratelimit-remaining"], "97");
         assert_eq!(headers["ratelimit"], "\"global-app-quota\";t=60");
         assert_eq!(
@@ -513,7 +631,10 @@ mod tests {
             "\"global-app-quota\";q=100;w=3600, \"jira-burst-based\";q=100;w=1"
         );
         assert!(!headers.contains_key("x-ratelimit-nearlimit"));
-        let headers: HashMap<_, _> = limits.charge(Product::Jira, 82, now).into_iter().collect();
+        let headers: HashMap<_, _> = limits
+            .charge(Product::Jira, "t", 82, now)
+            .into_iter()
+            .collect();
         assert_eq!(headers["x-ratelimit-nearlimit"], "true");
         assert_eq!(headers["ratelimit"], "\"global-app-quota\";r=15;t=60");
     }

@@ -18,7 +18,9 @@ use super::page_token::PageKey;
 use super::products::Products;
 use super::rate_limit::RateLimiter;
 use super::state::{Policy, State};
-use super::{EmulatorConfig, EmulatorHandle, ServerLifetime, control, gateway, oauth};
+use super::{
+    EmulatorConfig, EmulatorHandle, SearchPaging, ServerLifetime, control, gateway, oauth,
+};
 use atlassync_clock::Clock;
 
 /// Everything a request handler needs. Cheap to share (`Arc`).
@@ -35,6 +37,8 @@ pub(crate) struct Shared {
     /// Seals page tokens and cursors.
     page_key: PageKey,
     jira_policy: JiraPolicy,
+    /// Sparse and empty `search/jql` pages.
+    search_paging: Mutex<SearchPaging>,
     /// Root URL of this server, used to build gateway `self` links.
     base_url: Url,
 }
@@ -100,6 +104,14 @@ impl Shared {
         &self.jira_policy
     }
 
+    pub(crate) fn search_paging(&self) -> SearchPaging {
+        *self.search_paging.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_search_paging(&self, paging: SearchPaging) {
+        *self.search_paging.lock().unwrap_or_else(|p| p.into_inner()) = paging;
+    }
+
     pub(crate) fn base_url(&self) -> &Url {
         &self.base_url
     }
@@ -142,6 +154,7 @@ pub(crate) async fn start(
         log: Mutex::new(RequestLog::default()),
         page_key: PageKey::random(),
         jira_policy: JiraPolicy::from_config(&config),
+        search_paging: Mutex::new(SearchPaging::default()),
         base_url: base_url.clone(),
     });
     let cancel = CancellationToken::new();

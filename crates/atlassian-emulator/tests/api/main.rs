@@ -5,3 +5,4 @@
 mod jsm;
 mod oauth;
 mod products;
+mod search;

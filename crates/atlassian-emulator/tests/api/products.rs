@@ -17,30 +17,30 @@ use serde_json::{Value, json};
 use url::Url;
 
 const REDIRECT: &str = "https://app.example.com/callback";
-const ALL_SCOPES: &str =
+pub(crate) const ALL_SCOPES: &str =
     "read:jira-work read:jira-user read:space:confluence read:me offline_access";
 const UNBOUNDED: &str = r#"{"errorMessages":["Unbounded JQL queries are not allowed here. Please add a search restriction to your query."],"errors":{}}"#;
 const REMOVED: &str = r#"{"errorMessages":["The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046"],"errors":{}}"#;
-const ISSUE_404: &str = r#"{"errorMessages":["Issue does not exist or you do not have permission to see it."],"errors":{}}"#;
+pub(crate) const ISSUE_404: &str = r#"{"errorMessages":["Issue does not exist or you do not have permission to see it."],"errors":{}}"#;
 
-fn instant(text: &str) -> DateTime<Utc> {
+pub(crate) fn instant(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("valid instant")
         .with_timezone(&Utc)
 }
 
-struct Env {
-    emu: EmulatorHandle,
-    clock: Arc<ManualClock>,
-    http: reqwest::Client,
-    site: String,
+pub(crate) struct Env {
+    pub(crate) emu: EmulatorHandle,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) site: String,
     /// Jira zone Australia/Brisbane (UTC+10, no DST).
-    mia: String,
+    pub(crate) mia: String,
     /// Jira zone America/Los_Angeles (UTC-8 in winter).
-    sam: String,
+    pub(crate) sam: String,
 }
 
-async fn start_with(config: EmulatorConfig) -> Env {
+pub(crate) async fn start_with(config: EmulatorConfig) -> Env {
     let clock = Arc::new(ManualClock::new(instant("2026-11-22T09:00:00Z")));
     let emu = Emulator::start(
         config,
@@ -73,25 +73,25 @@ async fn start_with(config: EmulatorConfig) -> Env {
     }
 }
 
-async fn start() -> Env {
+pub(crate) async fn start() -> Env {
     start_with(EmulatorConfig::default()).await
 }
 
 impl Env {
-    fn url(&self, path: &str) -> Url {
+    pub(crate) fn url(&self, path: &str) -> Url {
         self.emu.base_url().join(path).expect("url")
     }
 
-    fn jira(&self, rest: &str) -> Url {
+    pub(crate) fn jira(&self, rest: &str) -> Url {
         self.url(&format!("ex/jira/{}/rest/api/3/{rest}", self.site))
     }
 
-    fn wiki(&self, rest: &str) -> Url {
+    pub(crate) fn wiki(&self, rest: &str) -> Url {
         self.url(&format!("ex/confluence/{}/wiki/{rest}", self.site))
     }
 
     /// Consent plus code exchange for `account`; returns the access token.
-    async fn token(&self, account: &str, scopes: &str) -> String {
+    pub(crate) async fn token(&self, account: &str, scopes: &str) -> String {
         self.emu.queue_consent(ConsentDecision::Accept {
             account_id: account.to_owned(),
             sites: None,
@@ -140,7 +140,7 @@ impl Env {
             .to_owned()
     }
 
-    async fn get(&self, url: Url, token: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, url: Url, token: &str) -> reqwest::Response {
         self.http
             .get(url)
             .bearer_auth(token)
@@ -149,7 +149,7 @@ impl Env {
             .expect("request")
     }
 
-    async fn post(&self, url: Url, token: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, url: Url, token: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(url)
             .bearer_auth(token)
@@ -159,7 +159,7 @@ impl Env {
             .expect("request")
     }
 
-    async fn search(&self, token: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn search(&self, token: &str, body: Value) -> reqwest::Response {
         self.post(self.jira("search/jql"), token, &body).await
     }
 
@@ -181,15 +181,15 @@ impl Env {
     }
 }
 
-async fn json_of(response: reqwest::Response) -> Value {
+pub(crate) async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("json body")
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn ids(body: &Value) -> Vec<String> {
+pub(crate) fn ids(body: &Value) -> Vec<String> {
     body["issues"]
         .as_array()
         .expect("issues")
@@ -1462,12 +1462,12 @@ async fn control_api_manages_issues_spaces_faults_quota_and_the_log() {
 /// `nullable`, `enum`, `required`, `properties`, `additionalProperties` (false, true or a schema),
 /// `items`, and the formats `uri`, `date-time`, `uuid`, `int32`/`int64`. Anything else in a schema
 /// (descriptions, `readOnly`, `xml`, examples) does not constrain the instance.
-struct OpenApi {
-    doc: Value,
+pub(crate) struct OpenApi {
+    pub(crate) doc: Value,
 }
 
 impl OpenApi {
-    fn load(file: &str) -> Self {
+    pub(crate) fn load(file: &str) -> Self {
         let path = format!("{}/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         Self {
@@ -1475,7 +1475,7 @@ impl OpenApi {
         }
     }
 
-    fn component(&self, name: &str) -> Value {
+    pub(crate) fn component(&self, name: &str) -> Value {
         let schema = &self.doc["components"]["schemas"][name];
         assert!(schema.is_object(), "no component schema {name}");
         schema.clone()
@@ -1601,7 +1601,7 @@ impl OpenApi {
     }
 }
 
-fn assert_valid(api: &OpenApi, schema: &Value, body: &Value, what: &str) {
+pub(crate) fn assert_valid(api: &OpenApi, schema: &Value, body: &Value, what: &str) {
     let errors = api.check(schema, body);
     assert!(
         errors.is_empty(),
@@ -1617,7 +1617,7 @@ fn nullable(mut schema: Value) -> Value {
 
 /// `IssueBean.fields` is `additionalProperties: {}` in the spec; hold each field the emulator
 /// renders to the component schema Jira documents for it, too.
-fn assert_fields_valid(api: &OpenApi, issue: &Value, what: &str) {
+pub(crate) fn assert_fields_valid(api: &OpenApi, issue: &Value, what: &str) {
     let Some(fields) = issue["fields"].as_object() else {
         return;
     };
@@ -1635,7 +1635,41 @@ fn assert_fields_valid(api: &OpenApi, issue: &Value, what: &str) {
             "description" => {
                 json!({"type": "object", "nullable": true, "required": ["type", "version", "content"]})
             }
-            "created" | "updated" => {
+            "resolution" => nullable(api.component("Resolution")),
+            "customfield_10016" => json!({"type": "number", "nullable": true}),
+            "customfield_10020" => json!({"type": "array", "nullable": true, "items": {
+                "type": "object",
+                "required": ["id", "name", "state", "boardId"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "state": {"type": "string", "enum": ["future", "active", "closed"]},
+                    "boardId": {"type": "integer"},
+                    "startDate": {"type": "string", "format": "date-time"},
+                    "endDate": {"type": "string", "format": "date-time"},
+                },
+            }}),
+            "comment" => api.component("PageOfComments"),
+            "parent" => {
+                if value.is_null() {
+                    continue;
+                }
+                assert_valid(
+                    api,
+                    &json!({"type": "object", "required": ["id", "key", "self", "fields"],
+                        "properties": {"id": {"type": "string"}, "key": {"type": "string"},
+                            "self": {"type": "string", "format": "uri"},
+                            "fields": {"type": "object", "required": ["summary", "status", "issuetype"]}}}),
+                    value,
+                    &format!("{what}.fields.parent"),
+                );
+                assert_fields_valid(api, value, &format!("{what}.fields.parent"));
+                continue;
+            }
+            "created" | "updated" | "resolutiondate" => {
+                if name == "resolutiondate" && value.is_null() {
+                    continue;
+                }
                 let text = value.as_str().unwrap_or_default();
                 assert!(
                     DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.3f%z").is_ok()
@@ -1694,6 +1728,43 @@ async fn served_bodies_validate_against_the_published_openapi_schemas() {
         .append_pair("fields", "*navigable,-description");
     let page = json_of(env.get(url, &token).await).await;
     assert_valid(&jira, &results, &page, "GET search/jql");
+
+    // Every navigable field, and a sparse paging with an empty page (still a valid body).
+    env.emu.set_search_paging(atlassian_emulator::SearchPaging {
+        page_cap: Some(4),
+        empty_page_every: Some(2),
+    });
+    let first = json_of(
+        env.search(
+            &token,
+            json!({"jql": "project = ENG", "fields": ["*navigable", "comment"], "maxResults": 10}),
+        )
+        .await,
+    )
+    .await;
+    assert_valid(&jira, &results, &first, "search/jql *navigable");
+    for issue in first["issues"].as_array().expect("issues") {
+        assert_fields_valid(&jira, issue, "search/jql *navigable issue");
+    }
+    let empty = json_of(
+        env.search(
+            &token,
+            json!({"jql": "project = ENG", "fields": ["*navigable", "comment"], "maxResults": 10, "nextPageToken": first["nextPageToken"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(empty["issues"], json!([]));
+    assert_valid(&jira, &results, &empty, "empty search/jql page");
+    env.emu
+        .set_search_paging(atlassian_emulator::SearchPaging::default());
+
+    // GET field.
+    let fields = json_of(env.get(env.jira("field"), &token).await).await;
+    let field_list = jira.doc["paths"]["/rest/api/3/field"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]
+        .clone();
+    assert_valid(&jira, &field_list, &fields, "GET /field");
 
     // GET issue.
     let issue = json_of(env.get(env.jira("issue/ENG-31"), &token).await).await;
