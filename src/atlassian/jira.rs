@@ -8,23 +8,9 @@ use serde_json::value::RawValue;
 use super::ProductCall;
 use crate::domain::{IssueRow, Product};
 
-/// The fields a sync asks for: what the typed columns need, and the usual reporting fields
-/// kept in `raw`.
-pub const SYNC_FIELDS: &[&str] = &[
-    "summary",
-    "status",
-    "updated",
-    "created",
-    "project",
-    "issuetype",
-    "assignee",
-    "reporter",
-    "priority",
-    "labels",
-    "parent",
-    "resolution",
-    "duedate",
-];
+/// The fields a sync asks for: every navigable field (the points cost per issue is the
+/// same however many fields it carries), so `raw` holds what any report may need.
+pub const SYNC_FIELDS: &[&str] = &["*navigable"];
 
 /// One page of `search/jql`. Issues stay raw JSON text until their columns are read.
 #[derive(Debug, Deserialize)]
@@ -40,16 +26,33 @@ pub struct SearchPage {
     pub is_last: Option<bool>,
 }
 
+/// Where a scan stands after one page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageEnd {
+    /// More pages follow: send this token for the next one (an empty page may still say so).
+    More(String),
+    /// Atlassian said this was the last page: `isLast: true`, or a non-empty page without a
+    /// next-page token. Only this proves the scan saw the whole result.
+    Complete,
+    /// The scan stopped without that proof (an empty page without a token, the token just
+    /// sent coming back): what was read is only part of the result.
+    CutShort(&'static str),
+}
+
 impl SearchPage {
-    /// The token to send for the next page, or `None` when this is the last page by any of
-    /// Atlassian's signals (isLast, no token, an empty page, or the same token sent back).
-    pub fn next(&self, sent: Option<&str>) -> Option<String> {
-        if self.is_last == Some(true) || self.issues.is_empty() {
-            return None;
+    /// Where the scan stands after this page, given the token that asked for it.
+    pub fn end(&self, sent: Option<&str>) -> PageEnd {
+        if self.is_last == Some(true) {
+            return PageEnd::Complete;
         }
-        self.next_page_token
-            .clone()
-            .filter(|token| !token.is_empty() && Some(token.as_str()) != sent)
+        match self.next_page_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) if Some(token) == sent => {
+                PageEnd::CutShort("Jira sent back the page token it was given")
+            }
+            Some(token) => PageEnd::More(token.to_owned()),
+            None if !self.issues.is_empty() => PageEnd::Complete,
+            None => PageEnd::CutShort("an empty page without isLast or a next-page token"),
+        }
     }
 }
 
@@ -129,6 +132,81 @@ pub fn bulk_fetch(ids: &[String]) -> ProductCall<BulkFetch> {
     )
 }
 
+/// Issues of a bulk fetch, as raw JSON text (for rows).
+#[derive(Debug, Deserialize)]
+pub struct BulkIssues {
+    /// The issues found and visible; missing ones are simply absent.
+    #[serde(default)]
+    pub issues: Vec<Box<RawValue>>,
+}
+
+/// `POST issue/bulkfetch` of `ids` (at most 100) with `fields`, for rows.
+pub fn bulk_fetch_issues(ids: &[String], fields: &[&str]) -> ProductCall<BulkIssues> {
+    let body = serde_json::json!({ "issueIdsOrKeys": ids, "fields": fields });
+    ProductCall::post(
+        Product::Jira,
+        "rest/api/3/issue/bulkfetch",
+        body,
+        ids.len(),
+        |b: &BulkIssues| b.issues.len(),
+    )
+}
+
+/// The ids among `ids` (at most 50) that `restriction` matches, read with read-after-write
+/// consistency (`reconcileIssues`), so a recent change is not mistaken for leaving the scope.
+pub fn search_in_scope(restriction: &str, ids: &[String]) -> ProductCall<SearchPage> {
+    let list = ids.join(", ");
+    let numeric: Vec<i64> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+    let body = serde_json::json!({
+        "jql": format!("({restriction}) AND id in ({list})"),
+        "fields": ["id"],
+        "maxResults": ids.len().max(1),
+        "reconcileIssues": numeric,
+    });
+    ProductCall::post(
+        Product::Jira,
+        "rest/api/3/search/jql",
+        body,
+        ids.len(),
+        |page: &SearchPage| page.issues.len(),
+    )
+}
+
+/// One field of `GET field`, as far as the `jira_fields` table types it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FieldInfo {
+    /// E.g. `summary` or `customfield_10016`.
+    pub id: String,
+    /// The display name, e.g. `Story point estimate`.
+    #[serde(default)]
+    pub name: String,
+    /// Whether it is a custom field.
+    #[serde(default)]
+    pub custom: bool,
+    /// `schema.type`, e.g. `number`, `array`, `user`.
+    #[serde(default)]
+    pub schema: Option<FieldSchema>,
+}
+
+/// `schema` of a field.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FieldSchema {
+    /// The value type.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}
+
+/// `GET field`: every field of the site, system and custom, each as raw JSON text.
+pub fn fields() -> ProductCall<Vec<Box<RawValue>>> {
+    ProductCall::get(
+        Product::Jira,
+        "rest/api/3/field",
+        Vec::new(),
+        1000,
+        |f: &Vec<Box<RawValue>>| f.len(),
+    )
+}
+
 /// Jira timestamps: `2026-03-01T09:15:07.311+1100` (offset without a colon), or RFC 3339.
 pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
@@ -161,11 +239,23 @@ struct FieldColumns {
     #[serde(default)]
     project: Option<Named>,
     #[serde(default)]
-    status: Option<Named>,
+    status: Option<Status>,
     #[serde(default)]
     issuetype: Option<Named>,
     #[serde(default)]
-    assignee: Option<Assignee>,
+    assignee: Option<Account>,
+    #[serde(default)]
+    reporter: Option<Account>,
+    #[serde(default)]
+    priority: Option<Named>,
+    #[serde(default)]
+    resolution: Option<Named>,
+    #[serde(default)]
+    resolutiondate: Option<String>,
+    #[serde(default)]
+    parent: Option<Named>,
+    #[serde(default)]
+    labels: Option<Vec<String>>,
     #[serde(default)]
     created: Option<String>,
     #[serde(default)]
@@ -181,29 +271,90 @@ struct Named {
 }
 
 #[derive(Deserialize)]
-struct Assignee {
+struct Status {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "statusCategory", default)]
+    category: Option<Named>,
+}
+
+#[derive(Deserialize)]
+struct Account {
     #[serde(rename = "accountId", default)]
     account_id: Option<String>,
+}
+
+/// Postgres stores no NUL character in `text` or `jsonb`; Jira allows them in text fields.
+fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "")
+    } else {
+        text
+    }
+}
+
+/// `raw` without NUL characters: JSON text escapes them as `\u0000`, which Postgres's
+/// jsonb refuses. Rare, so the slow path (a JSON tree, cleaned and written back) is fine.
+fn raw_without_nul(raw: Box<RawValue>) -> Box<RawValue> {
+    if !raw.get().contains("\\u0000") {
+        return raw;
+    }
+    fn clean(value: &mut Value) {
+        match value {
+            Value::String(text) => *text = without_nul(std::mem::take(text)),
+            Value::Array(items) => items.iter_mut().for_each(clean),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (key, mut item) in entries {
+                    clean(&mut item);
+                    map.insert(without_nul(key), item);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::from_str::<Value>(raw.get()) else {
+        return raw;
+    };
+    clean(&mut value);
+    serde_json::value::to_raw_value(&value).unwrap_or(raw)
 }
 
 /// The typed columns of one issue; `None` for JSON without an id or key.
 pub fn issue_row(raw: Box<RawValue>) -> Option<IssueRow> {
     let columns: IssueColumns = serde_json::from_str(raw.get()).ok()?;
     let fields = columns.fields.unwrap_or_default();
+    let text = |value: Option<String>| value.map(without_nul);
+    let (status, status_category) = match fields.status {
+        Some(status) => (status.name, status.category.and_then(|c| c.key)),
+        None => (None, None),
+    };
     Some(IssueRow {
         issue_id: match columns.id {
             IdValue::Text(id) => id,
             IdValue::Number(id) => id.to_string(),
         },
-        issue_key: columns.key,
-        project_key: fields.project.and_then(|p| p.key),
-        summary: fields.summary,
-        status: fields.status.and_then(|s| s.name),
-        issue_type: fields.issuetype.and_then(|t| t.name),
+        issue_key: without_nul(columns.key),
+        project_key: text(fields.project.and_then(|p| p.key)),
+        summary: text(fields.summary),
+        status: text(status),
+        issue_type: text(fields.issuetype.and_then(|t| t.name)),
         assignee_account_id: fields.assignee.and_then(|a| a.account_id),
+        status_category: text(status_category),
+        priority: text(fields.priority.and_then(|p| p.name)),
+        resolution: text(fields.resolution.and_then(|r| r.name)),
+        resolved_at: fields.resolutiondate.as_deref().and_then(parse_timestamp),
+        reporter_account_id: fields.reporter.and_then(|r| r.account_id),
+        parent_key: text(fields.parent.and_then(|p| p.key)),
+        labels: fields
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .map(without_nul)
+            .collect(),
         created_at: fields.created.as_deref().and_then(parse_timestamp),
         updated_at: fields.updated.as_deref().and_then(parse_timestamp),
-        raw,
+        raw: raw_without_nul(raw),
     })
 }
 
@@ -254,24 +405,52 @@ mod tests {
     }
 
     #[test]
-    fn paging_stops_on_every_last_page_signal() {
+    fn only_atlassian_ends_a_scan_complete() {
         let null = || RawValue::from_string("null".into()).unwrap();
         let page = |issues: usize, token: Option<&str>, last: Option<bool>| SearchPage {
             issues: (0..issues).map(|_| null()).collect(),
             next_page_token: token.map(str::to_owned),
             is_last: last,
         };
+        let more = |t: &str| PageEnd::More(t.to_owned());
+        assert_eq!(page(2, Some("b"), Some(false)).end(Some("a")), more("b"));
+        // Sparse and empty pages that point on are followed.
+        assert_eq!(page(0, Some("b"), Some(false)).end(Some("a")), more("b"));
         assert_eq!(
-            page(2, Some("b"), Some(false)).next(Some("a")),
-            Some("b".into())
+            page(2, Some("b"), Some(true)).end(Some("a")),
+            PageEnd::Complete
         );
-        assert_eq!(page(2, Some("b"), Some(true)).next(Some("a")), None);
-        assert_eq!(page(2, None, None).next(Some("a")), None);
-        assert_eq!(page(0, Some("b"), Some(false)).next(Some("a")), None);
-        assert_eq!(
-            page(2, Some("a"), Some(false)).next(Some("a")),
-            None,
-            "a repeated token ends the scan"
+        assert_eq!(page(0, None, Some(true)).end(None), PageEnd::Complete);
+        assert_eq!(page(2, None, None).end(Some("a")), PageEnd::Complete);
+        assert!(matches!(
+            page(0, None, None).end(Some("a")),
+            PageEnd::CutShort(_)
+        ));
+        assert!(matches!(
+            page(0, Some(""), Some(false)).end(Some("a")),
+            PageEnd::CutShort(_)
+        ));
+        assert!(
+            matches!(
+                page(2, Some("a"), Some(false)).end(Some("a")),
+                PageEnd::CutShort(_)
+            ),
+            "a repeated token ends the scan incomplete"
         );
+    }
+
+    #[test]
+    fn nul_characters_are_removed_from_columns_and_raw() {
+        let text = r#"{"id":"1","key":"A-1","fields":{"summary":"bad\u0000value","labels":["x\u0000"],"status":{"name":"Done","statusCategory":{"key":"done"}}}}"#;
+        let row = issue_row(RawValue::from_string(text.into()).unwrap()).unwrap();
+        assert_eq!(row.summary.as_deref(), Some("badvalue"));
+        assert_eq!(row.labels, ["x"]);
+        assert_eq!(row.status_category.as_deref(), Some("done"));
+        assert!(!row.raw.get().contains("\\u0000"), "{}", row.raw.get());
+        assert!(row.raw.get().contains("badvalue"));
+        // A backslash followed by u0000 is text, not a NUL: kept.
+        let text = r#"{"id":"2","key":"A-2","fields":{"summary":"C:\\u0000dir"}}"#;
+        let row = issue_row(RawValue::from_string(text.into()).unwrap()).unwrap();
+        assert_eq!(row.summary.as_deref(), Some("C:\\u0000dir"));
     }
 }

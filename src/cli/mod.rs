@@ -5,6 +5,7 @@ mod alerts;
 mod grants;
 mod run;
 mod sites;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,8 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat};
-use crate::domain::SyncKind;
+use crate::domain::CloudId;
+use sync::SyncRequest;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +67,17 @@ enum Command {
         /// Also reconcile Jira issue ids (finds deletions; costs ~1 point per issue).
         #[arg(long)]
         reconcile: bool,
+        /// Only this site (cloud id), now, whatever its schedule.
+        #[arg(long, value_name = "CLOUD_ID")]
+        site: Option<String>,
+        /// Re-read every Jira issue of `--site` from scratch: a backfill after changing the
+        /// synced fields or the site's `jira.jql`.
+        #[arg(long, requires = "site")]
+        full: bool,
+        /// Apply the deletions held for this site (see `sync.max_delete_fraction`), by
+        /// reconciling it now.
+        #[arg(long, value_name = "CLOUD_ID", conflicts_with_all = ["site", "full"])]
+        confirm_deletes: Option<String>,
     },
     /// Run the built-in Atlassian emulator.
     Emulator(atlassian_emulator::ServeArgs),
@@ -249,42 +262,27 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { reconcile } => {
+        Command::Sync {
+            reconcile,
+            site,
+            full,
+            confirm_deletes,
+        } => {
             let pool = connect(&config).await?;
             let app = App::new(config, pool, Arc::new(SystemClock));
             let refresher =
                 crate::lifecycle::Refresher::new(app.clone(), crate::daemon::worker_id());
             let syncer = crate::jobs::sync::Syncer::new(app.clone(), refresher);
-            let stop = tokio_util::sync::CancellationToken::new();
-            // A tick of "now" is newer than any scheduled tick, so every site runs.
-            let tick = crate::clock::Clock::now(&SystemClock);
-            let mut kinds = vec![SyncKind::JiraIncremental, SyncKind::ConfluenceSpaces];
-            if reconcile {
-                kinds.push(SyncKind::JiraReconcile);
-            }
-            let mut failed = 0;
-            for kind in kinds {
-                let report = syncer
-                    .run_once(kind, tick, &stop)
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                eprintln!(
-                    "{}: {} sites, {} ok, {} deferred, {} failed, {} upserted, {} deleted",
-                    kind.as_str(),
-                    report.sites,
-                    report.ok,
-                    report.deferred,
-                    report.failed,
-                    report.upserted,
-                    report.deleted
-                );
-                failed += report.failed;
-            }
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let request = match (site, confirm_deletes) {
+                (_, Some(cloud_id)) => SyncRequest::ConfirmDeletes(CloudId::from(cloud_id)),
+                (Some(cloud_id), None) => SyncRequest::Site {
+                    cloud_id: CloudId::from(cloud_id),
+                    full,
+                    reconcile,
+                },
+                (None, None) => SyncRequest::All { reconcile },
+            };
+            Ok(sync::run(&app, &syncer, request).await?)
         }
         Command::Emulator { .. } | Command::Demo => unreachable!("handled above"),
     }

@@ -137,6 +137,9 @@ pub struct SyncConfig {
     pub jira_page_size: u32,
     /// Retries of one request after transient failures.
     pub max_retries: u32,
+    /// A run that would remove more than this share of a site's live rows holds the
+    /// deletion for an operator (`sync --confirm-deletes`); 1 never holds.
+    pub max_delete_fraction: f64,
 }
 /// `[database]`: the Postgres that holds all state.
 #[derive(Debug, Clone)]
@@ -294,6 +297,19 @@ impl AlertsConfig {
 pub struct JiraConfig {
     /// Optional restriction ANDed into every sync query.
     pub jql: Option<String>,
+    /// `[jira.site_jql]`: per-site restrictions by cloud id, replacing `jql` for that site
+    /// (an empty string syncs the whole site).
+    pub site_jql: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl JiraConfig {
+    /// The restriction of one site: its own, else the global one.
+    pub fn jql_for(&self, cloud_id: &CloudId) -> Option<&str> {
+        match self.site_jql.get(cloud_id.as_str()) {
+            Some(own) => own.as_deref(),
+            None => self.jql.as_deref(),
+        }
+    }
 }
 
 /// `[log]`
@@ -421,6 +437,7 @@ mod raw {
         pub jira_overlap: DurationValue,
         pub jira_page_size: u32,
         pub max_retries: u32,
+        pub max_delete_fraction: f64,
     }
 
     impl Default for RawSync {
@@ -431,6 +448,7 @@ mod raw {
                 jira_overlap: "5m".into(),
                 jira_page_size: 100,
                 max_retries: 4,
+                max_delete_fraction: 0.2,
             }
         }
     }
@@ -599,6 +617,7 @@ mod raw {
     #[serde(deny_unknown_fields, default)]
     pub struct RawJira {
         pub jql: Option<LenientString>,
+        pub site_jql: std::collections::BTreeMap<String, LenientString>,
     }
 
     #[derive(Debug, Deserialize, serde::Serialize)]
@@ -902,20 +921,30 @@ mod raw {
                 ));
             }
 
+            let restriction = |text: String| Some(text.trim().to_owned()).filter(|j| !j.is_empty());
             let jira = JiraConfig {
-                jql: self
+                jql: self.jira.jql.and_then(|j| restriction(j.0)),
+                site_jql: self
                     .jira
-                    .jql
-                    .map(|j| j.0.trim().to_owned())
-                    .filter(|j| !j.is_empty()),
+                    .site_jql
+                    .into_iter()
+                    .map(|(cloud_id, jql)| (cloud_id.trim().to_owned(), restriction(jql.0)))
+                    .collect(),
             };
-            if let Some(jql) = &jira.jql
-                && jql.to_ascii_lowercase().contains("order by")
-            {
-                return Err(ConfigError::invalid(
-                    "jira.jql",
-                    "must be a restriction only; atlassync adds its own ORDER BY",
-                ));
+            let restrictions = std::iter::once(("jira.jql".to_owned(), &jira.jql)).chain(
+                jira.site_jql
+                    .iter()
+                    .map(|(cloud_id, jql)| (format!("jira.site_jql.\"{cloud_id}\""), jql)),
+            );
+            for (key, jql) in restrictions {
+                if let Some(jql) = jql
+                    && jql.to_ascii_lowercase().contains("order by")
+                {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        "must be a restriction only; atlassync adds its own ORDER BY",
+                    ));
+                }
             }
 
             let sync = SyncConfig {
@@ -940,6 +969,15 @@ mod raw {
                     }
                 },
                 max_retries: self.sync.max_retries,
+                max_delete_fraction: match self.sync.max_delete_fraction {
+                    f if (0.0..=1.0).contains(&f) => f,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "sync.max_delete_fraction",
+                            "must be between 0 and 1 (e.g. 0.2 holds deletions of more than a fifth of a site)",
+                        ));
+                    }
+                },
             };
 
             let log = LogConfig {

@@ -20,11 +20,26 @@ pub struct IssueRow {
     pub issue_type: Option<String>,
     /// `fields.assignee.accountId`; `None` when unassigned.
     pub assignee_account_id: Option<String>,
+    /// `fields.status.statusCategory.key`: `new`, `indeterminate` or `done`.
+    pub status_category: Option<String>,
+    /// The priority name (`fields.priority.name`).
+    pub priority: Option<String>,
+    /// The resolution name (`fields.resolution.name`); `None` while unresolved.
+    pub resolution: Option<String>,
+    /// `fields.resolutiondate`, in UTC.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// `fields.reporter.accountId`.
+    pub reporter_account_id: Option<String>,
+    /// `fields.parent.key` (the epic or parent issue).
+    pub parent_key: Option<String>,
+    /// `fields.labels`.
+    pub labels: Vec<String>,
     /// `fields.created`, in UTC; `None` when absent or unreadable.
     pub created_at: Option<DateTime<Utc>>,
     /// `fields.updated`, in UTC: what the watermark and the newer-copy-wins upsert go by.
     pub updated_at: Option<DateTime<Utc>>,
-    /// The issue's JSON exactly as Atlassian sent it.
+    /// The issue's JSON as Atlassian sent it (NUL characters, which Postgres cannot store,
+    /// removed).
     pub raw: Box<serde_json::value::RawValue>,
 }
 

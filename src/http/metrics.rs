@@ -29,7 +29,7 @@ const GRANT_STATUSES: [GrantStatus; 4] = [
     GrantStatus::Disabled,
 ];
 
-const ALERT_KINDS: [AlertKind; 11] = [
+const ALERT_KINDS: [AlertKind; 13] = [
     AlertKind::NeedsReauth,
     AlertKind::FamilyExpiring,
     AlertKind::SiteRevoked,
@@ -41,6 +41,8 @@ const ALERT_KINDS: [AlertKind; 11] = [
     AlertKind::ReauthBreaker,
     AlertKind::SyncStale,
     AlertKind::DeliveryFailing,
+    AlertKind::DeletesHeld,
+    AlertKind::QueryRejected,
 ];
 
 /// Why the replica is not ready, if it is not.

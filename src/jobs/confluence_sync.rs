@@ -4,6 +4,7 @@
 use crate::app::App;
 use crate::atlassian::confluence;
 use crate::domain::SpaceRow;
+use crate::jobs::deletion_guard::{self, Verdict};
 use crate::pacing::{CallError, SiteSession};
 use crate::store::confluence_spaces;
 use crate::store::sync_runs::RunTotals;
@@ -18,35 +19,65 @@ pub async fn spaces(
 ) -> Result<(), CallError> {
     let mut rows: Vec<SpaceRow> = Vec::new();
     let mut cursor: Option<String> = None;
-    // Only a listing that ended on a page without a `next` link is complete; anything else
-    // (an empty page that still points on, a repeated cursor) upserts what it saw and
-    // deletes nothing, since a missing space might simply not have been listed.
-    let complete = loop {
+    let mut empty_in_a_row = 0;
+    // Only a listing that ended on a page without a `next` link is complete. Empty pages
+    // that point on are followed; a repeated cursor, or a link without a cursor, ends the
+    // listing incomplete: what it saw is upserted and nothing is deleted, since a missing
+    // space might simply not have been listed.
+    let cut_short = loop {
         let page = session.call(confluence::spaces(cursor.as_deref())).await?;
         let has_next = page.links.next.is_some();
         let next = page.next_cursor();
-        let empty = page.results.is_empty();
+        empty_in_a_row = if page.results.is_empty() {
+            empty_in_a_row + 1
+        } else {
+            0
+        };
         rows.extend(page.results.into_iter().filter_map(confluence::space_row));
         match next {
-            _ if !has_next => break true,
-            Some(next) if !empty && Some(&next) != cursor.as_ref() => cursor = Some(next),
-            _ => break false,
+            _ if !has_next => break None,
+            Some(next) if Some(&next) == cursor.as_ref() => {
+                break Some("Confluence sent back the cursor it was given");
+            }
+            Some(_) if empty_in_a_row >= crate::jobs::jira_sync::MAX_EMPTY_PAGES => {
+                break Some("too many empty pages in a row");
+            }
+            Some(next) => cursor = Some(next),
+            None => break Some("a next link without a cursor"),
         }
     };
-    if !complete {
-        tracing::warn!(site.cloud_id = %site.cloud_id, "Confluence listing ended early; no space is deleted this run");
+    let key = site.key();
+    let mut delete_missing = cut_short.is_none();
+    if delete_missing {
+        let listed: Vec<&str> = rows.iter().map(|r| r.space_id.as_str()).collect();
+        let (live, unlisted) = {
+            let mut conn = app.pool.acquire().await?;
+            confluence_spaces::live_and_unlisted(&mut conn, &site.cloud_id, &listed).await?
+        };
+        let verdict =
+            deletion_guard::check(app, &key, &site.name, unlisted as usize, live as usize).await?;
+        if verdict == Verdict::Hold {
+            totals.held = unlisted;
+            delete_missing = false;
+        }
     }
     let mut tx = app.pool.begin().await?;
     let (upserted, deleted) = confluence_spaces::replace_spaces(
         &mut tx,
         &site.cloud_id,
         &rows,
-        complete,
+        delete_missing,
         app.clock.now(),
     )
     .await?;
     tx.commit().await?;
     totals.upserted = upserted as i64;
     totals.deleted = deleted as i64;
-    Ok(())
+    if delete_missing {
+        deletion_guard::settled(app, &key).await?;
+    }
+    match cut_short {
+        None => Ok(()),
+        Some(why) => Err(CallError::Incomplete(why.to_owned())),
+    }
 }

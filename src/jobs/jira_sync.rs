@@ -12,7 +12,7 @@ use chrono::{DateTime, DurationRound, LocalResult, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::app::App;
-use crate::atlassian::jira::{self, SYNC_FIELDS};
+use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS};
 use crate::domain::{CloudId, IssueRow};
 use crate::pacing::{CallError, SiteSession};
 use crate::store::sync_runs::RunTotals;
@@ -21,6 +21,9 @@ use crate::store::{jira_issues, synced_sites};
 
 /// Rows per write transaction: fewer, larger commits are markedly cheaper than one per page.
 const WRITE_BATCH: usize = 1000;
+
+/// Empty pages that still point on are normal; this many in a row is a loop, not a result.
+pub const MAX_EMPTY_PAGES: u32 = 100;
 
 /// Syncs the issues of `site` updated since its watermark.
 pub async fn incremental(
@@ -45,7 +48,7 @@ pub async fn incremental(
     let run_started = app.clock.now();
     let watermark = site.jira_watermark.unwrap_or(DateTime::UNIX_EPOCH);
     let jql = incremental_jql(
-        app.config.jira.jql.as_deref(),
+        app.config.jira.jql_for(&site.cloud_id),
         watermark,
         app.config.sync.jira_overlap + margin,
         zone,
@@ -58,28 +61,40 @@ pub async fn incremental(
     // order, each with the watermark its rows prove.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Batch>(2);
     let fetcher = async move {
-        let mut page = session
-            .call(jira::search(&jql, SYNC_FIELDS, page_size, None))
-            .await?;
         let mut sent: Option<String> = None;
         let mut high_water = watermark;
         let mut pending: Vec<IssueRow> = Vec::new();
+        let mut empty_in_a_row = 0;
         loop {
-            let next = page.next(sent.as_deref());
+            let mut page = session
+                .call(jira::search(&jql, SYNC_FIELDS, page_size, sent.as_deref()))
+                .await?;
+            empty_in_a_row = if page.issues.is_empty() {
+                empty_in_a_row + 1
+            } else {
+                0
+            };
+            let end = match page.end(sent.as_deref()) {
+                PageEnd::More(_) if empty_in_a_row >= MAX_EMPTY_PAGES => {
+                    PageEnd::CutShort("too many empty pages in a row")
+                }
+                end => end,
+            };
             pending.extend(
                 std::mem::take(&mut page.issues)
                     .into_iter()
                     .filter_map(jira::issue_row),
             );
-            if next.is_none() {
-                // The scan is complete: everything updated before it started has been seen,
-                // apart from index lag, which the next run's overlap covers.
+            if end == PageEnd::Complete {
+                // Atlassian says the scan is complete: everything updated before it started
+                // has been seen, apart from index lag, which the next run's overlap covers.
                 high_water = high_water.max(run_started);
             } else if let Some(max) = pending.iter().filter_map(|r| r.updated_at).max() {
-                // Mid-scan, only what the rows prove, and never past the run's start.
+                // Otherwise only what the rows prove, and never past the run's start.
                 high_water = high_water.max(max.min(run_started));
             }
-            if next.is_none() || pending.len() >= WRITE_BATCH {
+            let more = matches!(end, PageEnd::More(_));
+            if !more || pending.len() >= WRITE_BATCH {
                 let batch = Batch {
                     rows: std::mem::take(&mut pending),
                     watermark: high_water,
@@ -89,26 +104,29 @@ pub async fn incremental(
                     return Ok::<(), CallError>(());
                 }
             }
-            let Some(token) = next else { return Ok(()) };
-            page = session
-                .call(jira::search(&jql, SYNC_FIELDS, page_size, Some(&token)))
-                .await?;
-            sent = Some(token);
+            match end {
+                PageEnd::More(token) => sent = Some(token),
+                PageEnd::Complete => return Ok(()),
+                PageEnd::CutShort(why) => return Err(CallError::Incomplete(why.to_owned())),
+            }
         }
     };
     let writer = async {
-        let mut upserted = 0u64;
+        let mut stored = jira_issues::Stored::default();
         let mut committed = None;
         while let Some(batch) = queue.recv().await {
-            upserted += commit_page(app, &site.cloud_id, &batch.rows, batch.watermark).await?;
+            let page = commit_page(app, &site.cloud_id, &batch.rows, batch.watermark).await?;
+            stored.upserted += page.upserted;
+            stored.quarantined += page.quarantined;
             committed = Some(batch.watermark);
         }
-        Ok::<_, CallError>((upserted, committed))
+        Ok::<_, CallError>((stored, committed))
     };
     let (fetched, written) = tokio::join!(fetcher, writer);
     // What was committed counts even when the scan failed part-way.
-    let written = written.map(|(upserted, committed)| {
-        totals.upserted += upserted as i64;
+    let written = written.map(|(stored, committed)| {
+        totals.upserted += stored.upserted as i64;
+        totals.quarantined += stored.quarantined as i64;
         totals.watermark_after = committed;
     });
     fetched?;
@@ -127,9 +145,10 @@ async fn commit_page(
     cloud_id: &CloudId,
     rows: &[IssueRow],
     watermark: DateTime<Utc>,
-) -> Result<u64, CallError> {
+) -> Result<jira_issues::Stored, CallError> {
     let mut tx = app.pool.begin().await?;
-    let written = jira_issues::upsert_issues(&mut tx, cloud_id, rows, app.clock.now()).await?;
+    let written =
+        jira_issues::upsert_or_set_aside(&mut tx, cloud_id, rows, app.clock.now()).await?;
     synced_sites::advance_watermark(&mut tx, cloud_id, watermark).await?;
     tx.commit().await?;
     Ok(written)

@@ -2,6 +2,7 @@
 //! `run_once` that tests drive directly.
 
 pub mod confluence_sync;
+pub mod deletion_guard;
 pub mod jira_reconcile;
 pub mod jira_sync;
 pub mod revalidate;

@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::{confluence_sync, jira_reconcile, jira_sync};
 use crate::app::App;
 use crate::atlassian::ApiError;
-use crate::domain::{GrantId, SyncKind};
+use crate::domain::{CloudId, GrantId, SyncKind};
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::pacing::{CallError, SiteSession, Throttles};
+use crate::store::alerts::{self, AlertKind, SystemAlert};
 use crate::store::sync_runs::RunTotals;
 use crate::store::synced_sites::SyncedSite;
 use crate::store::{sync_runs, synced_sites};
@@ -32,6 +33,8 @@ pub struct SyncReport {
     pub deferred: usize,
     /// Runs that ended in an error (see `sync_runs.error`).
     pub failed: usize,
+    /// Runs whose listing stopped before Atlassian said it was complete.
+    pub incomplete: usize,
     /// Rows inserted or updated, over all runs.
     pub upserted: i64,
     /// Rows soft-deleted, over all runs.
@@ -92,6 +95,7 @@ impl Syncer {
                     Outcome::Ok => report.ok += 1,
                     Outcome::Deferred => report.deferred += 1,
                     Outcome::Failed => report.failed += 1,
+                    Outcome::Incomplete => report.incomplete += 1,
                 }
             }
             if (count as i64) < BATCH {
@@ -102,6 +106,92 @@ impl Syncer {
             tracing::info!(kind = kind.as_str(), ?report, "sync pass");
         }
         Ok(report)
+    }
+
+    /// Runs `kind` for one site now, whatever its schedule (the operator's `sync --site`).
+    /// `None` when no synced site has that cloud id and product.
+    pub async fn run_site_now(
+        &self,
+        kind: SyncKind,
+        cloud_id: &CloudId,
+    ) -> Result<Option<SyncReport>, sqlx::Error> {
+        self.elect().await?;
+        let site = {
+            let mut conn = self.app.pool.acquire().await?;
+            synced_sites::get_site(&mut conn, cloud_id, kind.product()).await?
+        };
+        let Some(site) = site else {
+            return Ok(None);
+        };
+        let (outcome, totals) = self.run_site(kind, site).await?;
+        let mut report = SyncReport {
+            sites: 1,
+            upserted: totals.upserted,
+            deleted: totals.deleted,
+            ..SyncReport::default()
+        };
+        match outcome {
+            Outcome::Ok => report.ok += 1,
+            Outcome::Deferred => report.deferred += 1,
+            Outcome::Failed => report.failed += 1,
+            Outcome::Incomplete => report.incomplete += 1,
+        }
+        Ok(Some(report))
+    }
+
+    /// Forgets a Jira site's watermark, so that its next incremental run re-reads every
+    /// issue (a backfill after changing the fields or the restriction).
+    pub async fn forget_watermark(&self, cloud_id: &CloudId) -> Result<bool, sqlx::Error> {
+        let mut conn = self.app.pool.acquire().await?;
+        synced_sites::reset_watermark(&mut conn, cloud_id).await
+    }
+
+    /// A Jira site whose search query Jira refuses (400: its `jira.jql` names a project the
+    /// site lacks, say) raises `query_rejected` for that site alone; the next accepted query
+    /// resolves it. Other sites are not held up either way.
+    async fn note_query_verdict(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        site: &SyncedSite,
+        error: Option<&CallError>,
+    ) -> Result<(), sqlx::Error> {
+        if site.product != crate::domain::Product::Jira {
+            return Ok(());
+        }
+        let subject = format!("{}/{}", site.cloud_id, site.product);
+        let now = self.app.clock.now();
+        match error {
+            Some(CallError::Api(ApiError::Http {
+                status: 400,
+                message,
+            })) => {
+                let restriction = self.app.config.jira.jql_for(&site.cloud_id);
+                let reason = format!(
+                    "Jira refused the search query of {} ({}): {message}; restriction: {}. \
+                     Fix jira.jql or set jira.site_jql for this cloud id",
+                    site.name,
+                    site.cloud_id,
+                    restriction.unwrap_or("(none)")
+                );
+                let alert = SystemAlert {
+                    kind: AlertKind::QueryRejected,
+                    subject: &subject,
+                    label: &site.name,
+                    site: Some(&site.key()),
+                    reason: &reason,
+                    since: now,
+                };
+                if alerts::open_system_alert(conn, &alert, now).await? {
+                    tracing::error!(site.cloud_id = %site.cloud_id, %reason, "search query refused");
+                }
+            }
+            // Jira answered the query: accepted.
+            None | Some(CallError::Incomplete(_)) => {
+                alerts::resolve_system_alert(conn, AlertKind::QueryRejected, &subject, now).await?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
     }
 
     /// Runs left `running` by a process that stopped mid-run are closed as failed, so
@@ -220,6 +310,7 @@ impl Syncer {
             Err(e @ (CallError::BudgetDeferred { .. } | CallError::QuotaPaused { .. })) => {
                 (Outcome::Deferred, Some(e))
             }
+            Err(e @ CallError::Incomplete(_)) => (Outcome::Incomplete, Some(e)),
             Err(e) => (Outcome::Failed, Some(e)),
         };
         let message = error.as_ref().map(ToString::to_string);
@@ -239,6 +330,8 @@ impl Syncer {
             synced_sites::mark_site_synced(&mut conn, &site.cloud_id, site.product, kind, now)
                 .await?;
         }
+        self.note_query_verdict(&mut conn, site, error.as_ref())
+            .await?;
         tracing::info!(
             sync.kind = kind.as_str(),
             site.cloud_id = %site.cloud_id,
@@ -261,6 +354,8 @@ enum Outcome {
     Ok,
     Deferred,
     Failed,
+    /// The listing stopped before Atlassian said it was complete; what it read is kept.
+    Incomplete,
 }
 
 impl Outcome {
@@ -269,6 +364,7 @@ impl Outcome {
             Self::Ok => "ok",
             Self::Deferred => "deferred",
             Self::Failed => "failed",
+            Self::Incomplete => "incomplete",
         }
     }
 }

@@ -44,6 +44,10 @@ pub enum CallError {
     /// The database failed (budget, scope error or alert writes).
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
+    /// A listing stopped before Atlassian said it was complete. What was read is kept (and
+    /// the watermark moves only as far as it proves); nothing is deleted on its evidence.
+    #[error("scan cut short ({0}); what was read is kept and the next run resumes from it")]
+    Incomplete(String),
 }
 
 /// A burst 429 asking for a longer wait than this is treated as a quota wall.

@@ -35,6 +35,10 @@ pub enum AlertKind {
     SyncStale,
     /// A delivery sink has not acknowledged a message for `alerts.sink_failing_after`.
     DeliveryFailing,
+    /// A sync would remove more than `sync.max_delete_fraction` of a site's rows; held.
+    DeletesHeld,
+    /// Jira refused a site's search query (e.g. its `jira.jql` names a missing project).
+    QueryRejected,
 }
 
 impl AlertKind {
@@ -52,6 +56,8 @@ impl AlertKind {
             Self::ReauthBreaker => "reauth_breaker",
             Self::SyncStale => "sync_stale",
             Self::DeliveryFailing => "delivery_failing",
+            Self::DeletesHeld => "deletes_held",
+            Self::QueryRejected => "query_rejected",
         }
     }
 }

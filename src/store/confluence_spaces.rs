@@ -63,3 +63,19 @@ pub async fn live_and_deleted(conn: &mut PgConnection) -> Result<(i64, i64), sql
     .fetch_one(conn)
     .await
 }
+
+/// A site's live spaces, and how many of them `listed_ids` lacks.
+pub async fn live_and_unlisted(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    listed_ids: &[&str],
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE NOT (space_id = ANY($2)))
+         FROM confluence_spaces WHERE cloud_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(cloud_id)
+    .bind(listed_ids)
+    .fetch_one(conn)
+    .await
+}

@@ -2,7 +2,7 @@
 //! statement per row; deletions are soft (`deleted_at`).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use crate::domain::{CloudId, IssueRow};
 
@@ -22,22 +22,37 @@ pub async fn upsert_issues(
     let keys: Vec<&str> = issues.iter().map(|i| i.issue_key.as_str()).collect();
     let created: Vec<Option<DateTime<Utc>>> = issues.iter().map(|i| i.created_at).collect();
     let updated: Vec<Option<DateTime<Utc>>> = issues.iter().map(|i| i.updated_at).collect();
+    let resolved: Vec<Option<DateTime<Utc>>> = issues.iter().map(|i| i.resolved_at).collect();
+    // Arrays of arrays must be rectangular in Postgres: labels travel as JSON text.
+    let labels: Vec<String> = issues
+        .iter()
+        .map(|i| serde_json::to_string(&i.labels).unwrap_or_else(|_| "[]".into()))
+        .collect();
     // Raw JSON goes over as text and becomes jsonb in the server, which parses it once.
     let raw: Vec<&str> = issues.iter().map(|i| i.raw.get()).collect();
     let result = sqlx::query(
         "INSERT INTO jira_issues (cloud_id, issue_id, issue_key, project_key, summary, status, issue_type,
-                                 assignee_account_id, created_at, updated_at, raw, synced_at, deleted_at)
+                                 assignee_account_id, created_at, updated_at, raw, synced_at, deleted_at,
+                                 status_category, priority, resolution, resolved_at,
+                                 reporter_account_id, parent_key, labels)
          SELECT $1, u.id, u.key, u.project, u.summary, u.status, u.kind, u.assignee, u.created,
-                u.updated, u.raw::jsonb, $11, NULL
+                u.updated, u.raw::jsonb, $11, NULL, u.category, u.priority, u.resolution,
+                u.resolved, u.reporter, u.parent,
+                ARRAY(SELECT jsonb_array_elements_text(u.labels::jsonb))
          FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                     $9::timestamptz[], $10::timestamptz[], $12::text[])
-              AS u(id, key, project, summary, status, kind, assignee, created, updated, raw)
+                     $9::timestamptz[], $10::timestamptz[], $12::text[], $13::text[], $14::text[],
+                     $15::text[], $16::timestamptz[], $17::text[], $18::text[], $19::text[])
+              AS u(id, key, project, summary, status, kind, assignee, created, updated, raw,
+                   category, priority, resolution, resolved, reporter, parent, labels)
          ON CONFLICT (cloud_id, issue_id) DO UPDATE SET
             issue_key = EXCLUDED.issue_key, project_key = EXCLUDED.project_key, summary = EXCLUDED.summary,
             status = EXCLUDED.status, issue_type = EXCLUDED.issue_type,
             assignee_account_id = EXCLUDED.assignee_account_id, created_at = EXCLUDED.created_at,
             updated_at = EXCLUDED.updated_at, raw = EXCLUDED.raw, synced_at = EXCLUDED.synced_at,
-            deleted_at = NULL
+            deleted_at = NULL, status_category = EXCLUDED.status_category,
+            priority = EXCLUDED.priority, resolution = EXCLUDED.resolution,
+            resolved_at = EXCLUDED.resolved_at, reporter_account_id = EXCLUDED.reporter_account_id,
+            parent_key = EXCLUDED.parent_key, labels = EXCLUDED.labels
          WHERE jira_issues.updated_at IS NULL OR EXCLUDED.updated_at IS NULL
             OR jira_issues.updated_at <= EXCLUDED.updated_at OR jira_issues.deleted_at IS NOT NULL",
     )
@@ -53,9 +68,132 @@ pub async fn upsert_issues(
     .bind(&updated)
     .bind(now)
     .bind(&raw)
+    .bind(column(|i| i.status_category.clone()))
+    .bind(column(|i| i.priority.clone()))
+    .bind(column(|i| i.resolution.clone()))
+    .bind(&resolved)
+    .bind(column(|i| i.reporter_account_id.clone()))
+    .bind(column(|i| i.parent_key.clone()))
+    .bind(&labels)
     .execute(conn)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// What [`upsert_or_set_aside`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Rows inserted or updated.
+    pub upserted: u64,
+    /// Rows Postgres refused, now in `jira_issue_quarantine`.
+    pub quarantined: u64,
+}
+
+/// Upserts `issues` in one statement; if Postgres refuses the batch for a bad value, each row
+/// is tried on its own (inside savepoints of the caller's transaction) and the ones it still
+/// refuses are set aside in `jira_issue_quarantine` with the error, so the rest commit.
+pub async fn upsert_or_set_aside(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    issues: &[IssueRow],
+    now: DateTime<Utc>,
+) -> Result<Stored, sqlx::Error> {
+    let batch = {
+        let mut savepoint = conn.begin().await?;
+        match upsert_issues(&mut savepoint, cloud_id, issues, now).await {
+            Ok(n) => {
+                savepoint.commit().await?;
+                Ok(n)
+            }
+            Err(e) => {
+                savepoint.rollback().await?;
+                Err(e)
+            }
+        }
+    };
+    let error = match batch {
+        Ok(upserted) => {
+            clear_quarantine(conn, cloud_id, issues).await?;
+            return Ok(Stored {
+                upserted,
+                quarantined: 0,
+            });
+        }
+        Err(e) if is_bad_value(&e) => e,
+        Err(e) => return Err(e),
+    };
+    tracing::warn!(site.cloud_id = %cloud_id, error = %error, rows = issues.len(), "a batch of issues was refused; storing them one by one");
+    let mut stored = Stored::default();
+    for issue in issues {
+        let mut savepoint = conn.begin().await?;
+        match upsert_issues(&mut savepoint, cloud_id, std::slice::from_ref(issue), now).await {
+            Ok(n) => {
+                savepoint.commit().await?;
+                stored.upserted += n;
+                clear_quarantine(conn, cloud_id, std::slice::from_ref(issue)).await?;
+            }
+            Err(e) if is_bad_value(&e) => {
+                savepoint.rollback().await?;
+                quarantine(conn, cloud_id, issue, &e.to_string(), now).await?;
+                stored.quarantined += 1;
+                tracing::warn!(site.cloud_id = %cloud_id, issue.key = %issue.issue_key, error = %e, "issue set aside in jira_issue_quarantine");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(stored)
+}
+
+/// A value Postgres refuses (SQLSTATE class 22, data exception; or a row too large), as
+/// opposed to a database that is down: only these set a row aside.
+fn is_bad_value(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code == "54000")
+}
+
+async fn quarantine(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    issue: &IssueRow,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    // The raw text may hold what Postgres refused; keep it, minus NUL bytes, as text.
+    let raw = issue.raw.get().replace('\0', "");
+    sqlx::query(
+        "INSERT INTO jira_issue_quarantine (cloud_id, issue_id, issue_key, error, raw,
+                                            first_seen_at, last_seen_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (cloud_id, issue_id) DO UPDATE SET
+            issue_key = EXCLUDED.issue_key, error = EXCLUDED.error, raw = EXCLUDED.raw,
+            last_seen_at = EXCLUDED.last_seen_at",
+    )
+    .bind(cloud_id)
+    .bind(&issue.issue_id)
+    .bind(issue.issue_key.replace('\0', ""))
+    .bind(error)
+    .bind(raw)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Issues stored after all leave the quarantine.
+async fn clear_quarantine(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    issues: &[IssueRow],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = issues.iter().map(|i| i.issue_id.as_str()).collect();
+    sqlx::query("DELETE FROM jira_issue_quarantine WHERE cloud_id = $1 AND issue_id = ANY($2)")
+        .bind(cloud_id)
+        .bind(&ids)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Ids of a site's issues that are not marked deleted.
@@ -130,4 +268,15 @@ pub async fn live_and_deleted(
     .bind(cloud_id)
     .fetch_one(conn)
     .await
+}
+
+/// Every issue id of a site with whether its row is soft-deleted.
+pub async fn id_states(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    sqlx::query_as("SELECT issue_id, deleted_at IS NOT NULL FROM jira_issues WHERE cloud_id = $1")
+        .bind(cloud_id)
+        .fetch_all(conn)
+        .await
 }

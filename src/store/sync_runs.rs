@@ -15,6 +15,14 @@ pub struct RunTotals {
     pub deleted: i64,
     /// Soft-deleted Jira issues a reconcile found again.
     pub restored: i64,
+    /// Issues a reconcile found listed by Atlassian but missing here, fetched and inserted.
+    pub added: i64,
+    /// Rows a reconcile re-read because they came back (restored with current content).
+    pub refreshed: i64,
+    /// Deletions held for an operator (`sync.max_delete_fraction`).
+    pub held: i64,
+    /// Rows Postgres refused even after cleaning, set aside in the quarantine table.
+    pub quarantined: i64,
     /// Requests sent, retries included.
     pub requests: i64,
     /// Points spent: 1 per request plus 1 per object returned.
@@ -60,7 +68,8 @@ pub async fn finish_run(
     sqlx::query(
         "UPDATE sync_runs SET finished_at = $2, duration_ms = $3, outcome = $4, error = $5,
             upserted = $6, deleted = $7, restored = $8, requests = $9, points_used = $10,
-            points_remaining = $11, watermark_after = $12
+            points_remaining = $11, watermark_after = $12, added = $13, refreshed = $14,
+            held = $15, quarantined = $16
          WHERE id = $1",
     )
     .bind(run_id)
@@ -68,16 +77,26 @@ pub async fn finish_run(
     .bind(duration_ms)
     .bind(outcome)
     .bind(error)
-    .bind(totals.upserted as i32)
-    .bind(totals.deleted as i32)
-    .bind(totals.restored as i32)
-    .bind(totals.requests as i32)
-    .bind(totals.points_used as i32)
-    .bind(totals.points_remaining.map(|p| p as i32))
+    .bind(saturate(totals.upserted))
+    .bind(saturate(totals.deleted))
+    .bind(saturate(totals.restored))
+    .bind(saturate(totals.requests))
+    .bind(saturate(totals.points_used))
+    .bind(totals.points_remaining.map(saturate))
     .bind(totals.watermark_after)
+    .bind(saturate(totals.added))
+    .bind(saturate(totals.refreshed))
+    .bind(saturate(totals.held))
+    .bind(saturate(totals.quarantined))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A counter as its `integer` column holds it: a run past 2^31 rows reads as the maximum
+/// rather than wrapping negative.
+fn saturate(count: i64) -> i32 {
+    i32::try_from(count).unwrap_or(if count < 0 { i32::MIN } else { i32::MAX })
 }
 
 /// Closes runs still `running` that started before `started_before` (their process is gone).

@@ -325,3 +325,121 @@ pub async fn stale_streams(
     .fetch_all(conn)
     .await
 }
+
+/// A site's deletion hold: how many deletions wait, since when, and whether an operator
+/// confirmed them.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct DeletionHold {
+    /// Deletions held at the last run, if any.
+    pub deletes_held: Option<i32>,
+    /// When they were first held.
+    pub deletes_held_at: Option<DateTime<Utc>>,
+    /// When an operator confirmed them (`sync --confirm-deletes`).
+    pub deletes_confirmed_at: Option<DateTime<Utc>>,
+}
+
+/// The deletion hold of one site.
+pub async fn deletion_hold(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+) -> Result<DeletionHold, sqlx::Error> {
+    let hold = sqlx::query_as(
+        "SELECT deletes_held, deletes_held_at, deletes_confirmed_at FROM synced_sites
+         WHERE cloud_id = $1 AND product = $2",
+    )
+    .bind(&site.cloud_id)
+    .bind(site.product)
+    .fetch_optional(conn)
+    .await?;
+    Ok(hold.unwrap_or_default())
+}
+
+/// Records `held` deletions waiting for an operator (the first hold's time is kept).
+pub async fn hold_deletions(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+    held: i64,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE synced_sites SET deletes_held = $3, deletes_held_at = COALESCE(deletes_held_at, $4)
+         WHERE cloud_id = $1 AND product = $2",
+    )
+    .bind(&site.cloud_id)
+    .bind(site.product)
+    .bind(i32::try_from(held).unwrap_or(i32::MAX))
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears the hold and any confirmation (after deletions were applied, or nothing is held).
+pub async fn clear_deletion_hold(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE synced_sites SET deletes_held = NULL, deletes_held_at = NULL,
+                                 deletes_confirmed_at = NULL
+         WHERE cloud_id = $1 AND product = $2
+           AND (deletes_held IS NOT NULL OR deletes_confirmed_at IS NOT NULL)",
+    )
+    .bind(&site.cloud_id)
+    .bind(site.product)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An operator confirms the held deletions of `cloud_id` (every product); returns the sites
+/// confirmed, with the counts that were held.
+pub async fn confirm_deletions(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Product, Option<i32>)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE synced_sites SET deletes_confirmed_at = $2
+         WHERE cloud_id = $1 RETURNING product, deletes_held",
+    )
+    .bind(cloud_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// Makes the site due again for `kind` (its tick column cleared), so the next run takes it.
+pub async fn make_due(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+    kind: SyncKind,
+) -> Result<(), sqlx::Error> {
+    let query = match kind {
+        SyncKind::JiraReconcile => {
+            "UPDATE synced_sites SET reconciled_for = NULL WHERE cloud_id = $1 AND product = $2"
+        }
+        _ => "UPDATE synced_sites SET synced_for = NULL WHERE cloud_id = $1 AND product = $2",
+    };
+    sqlx::query(query)
+        .bind(&site.cloud_id)
+        .bind(site.product)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Clears a Jira site's watermark (a full re-read at its next incremental run). Returns
+/// whether the site exists.
+pub async fn reset_watermark(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+) -> Result<bool, sqlx::Error> {
+    let reset = sqlx::query(
+        "UPDATE synced_sites SET jira_watermark = NULL WHERE cloud_id = $1 AND product = 'jira'",
+    )
+    .bind(cloud_id)
+    .execute(conn)
+    .await?;
+    Ok(reset.rows_affected() > 0)
+}

@@ -16,6 +16,8 @@ mod grant_health;
 mod grant_survival;
 mod grants_import;
 mod private_postgres;
+mod reporting_replication;
 mod secrets_stay_sealed;
 mod support;
 mod sync;
+mod sync_truth;

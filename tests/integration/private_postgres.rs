@@ -15,11 +15,18 @@ pub struct PrivatePostgres {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// Server settings (`-c name=value`) beyond the defaults of `start_server`.
+    settings: Vec<(String, String)>,
 }
 
 impl PrivatePostgres {
     /// Creates and starts a cluster.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Creates and starts a cluster with server settings, e.g. `[("wal_level", "logical")]`.
+    pub fn start_with(settings: &[(&str, &str)]) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect(
                 "PostgreSQL server binaries under /usr/lib/postgresql (scripts/test installs them)",
@@ -34,7 +41,16 @@ impl PrivatePostgres {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("port").port()
         };
-        let cluster = Self { bin, dir, port };
+        let settings = settings
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let cluster = Self {
+            bin,
+            dir,
+            port,
+            settings,
+        };
         cluster.give_to_owner(&cluster.dir);
         cluster.run(
             "initdb",
@@ -55,6 +71,16 @@ impl PrivatePostgres {
     /// `postgres://` URL of the cluster's `postgres` database.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The path of one of the server's programs (`pg_dump`, `psql`, ...).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
     }
 
     /// A pool that gives up on a connection quickly, so an outage is felt as errors.
@@ -84,11 +110,14 @@ impl PrivatePostgres {
 
     /// Starts the server again on the same port and data.
     pub fn start_server(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
             self.port,
             self.dir.display()
         );
+        for (name, value) in &self.settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
         let log = self.dir.join("server.log").display().to_string();
         self.run(
             "pg_ctl",

@@ -1,0 +1,431 @@
+//! Sync that stays right against the API as documented, not as the team first read it:
+//! scans end complete only when Atlassian says so, reconciliation adds as well as removes,
+//! a mass vanishing is held for an operator, one bad value never stops a site, a site whose
+//! query is refused does not block others, and reports get typed columns and field names.
+
+use atlassian_emulator::{
+    EmulatorConfig, Fault, FaultKind, GenerateOptions, Product, SearchPaging,
+};
+use atlassync::domain::SyncKind;
+use atlassync::jobs::sync::{SyncReport, Syncer};
+use chrono::Duration;
+use sqlx::PgPool;
+
+use crate::support::{NowForTests, TestApp, overrides};
+
+struct Scene {
+    app: TestApp,
+    syncer: Syncer,
+    cloud: String,
+    account: String,
+}
+
+impl Scene {
+    async fn start(pool: PgPool, keys: &[(&str, &str)]) -> Self {
+        let app = TestApp::start_with(pool, EmulatorConfig::default(), overrides(keys)).await;
+        let syncer = Syncer::new(app.sandbox.app.clone(), app.refresher("syncer"));
+        let cloud = app
+            .sandbox
+            .emulator
+            .add_site("acme", &[Product::Jira, Product::Confluence]);
+        let account = app.user("Mia", "UTC", vec![cloud.clone()]);
+        assert_eq!(app.consent("mia", &account).await.0, 200);
+        Self {
+            app,
+            syncer,
+            cloud,
+            account,
+        }
+    }
+
+    async fn run(&self, kind: SyncKind) -> SyncReport {
+        self.app.clock.advance(Duration::seconds(1));
+        self.syncer
+            .run_once(
+                kind,
+                self.app.clock.now_for_tests(),
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+            .expect("sync runs")
+    }
+
+    async fn live_ids(&self) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT issue_id FROM jira_issues WHERE cloud_id = $1 AND deleted_at IS NULL
+             ORDER BY issue_id::bigint",
+        )
+        .bind(&self.cloud)
+        .fetch_all(self.app.pool())
+        .await
+        .unwrap()
+    }
+
+    fn emulator_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .app
+            .sandbox
+            .emulator
+            .issues(&self.cloud)
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        ids.sort_by_key(|id| id.parse::<i64>().unwrap());
+        ids
+    }
+
+    /// (outcome, added, refreshed, deleted, held, quarantined) of the latest run of `kind`.
+    async fn last_run(&self, kind: SyncKind) -> (String, i32, i32, i32, i32, i32) {
+        sqlx::query_as(
+            "SELECT outcome, added, refreshed, deleted, held, quarantined FROM sync_runs
+             WHERE kind = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind.as_str())
+        .fetch_one(self.app.pool())
+        .await
+        .unwrap()
+    }
+
+    async fn open_alerts(&self, kind: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT reason FROM alerts WHERE kind = $1 AND resolved_at IS NULL")
+            .bind(kind)
+            .fetch_all(self.app.pool())
+            .await
+            .unwrap()
+    }
+}
+
+#[sqlx::test]
+async fn sparse_and_empty_pages_are_followed_to_atlassians_last_page(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 60);
+    s.app.sandbox.emulator.set_search_paging(SearchPaging {
+        page_cap: Some(7),
+        empty_page_every: Some(3),
+    });
+    s.app.clock.advance(Duration::minutes(10));
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!((report.ok, report.incomplete), (1, 0), "{report:?}");
+    assert_eq!(s.live_ids().await, s.emulator_ids());
+    // The census pages the same way and finds nothing missing.
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.last_run(SyncKind::JiraReconcile).await.0, "ok");
+    assert_eq!(s.live_ids().await.len(), 60);
+}
+
+#[sqlx::test]
+async fn a_scan_cut_short_is_incomplete_and_the_next_run_resumes_where_rows_prove(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 50);
+    s.app.sandbox.emulator.set_search_paging(SearchPaging {
+        page_cap: Some(10),
+        empty_page_every: None,
+    });
+    s.app.clock.advance(Duration::minutes(10));
+    // The second page sends back the token it was given (JRACLOUD-94632).
+    let search = format!("/ex/jira/{}/rest/api/3/search/jql", s.cloud);
+    s.app
+        .sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search.clone()).times(2));
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(report.incomplete, 1, "{report:?}");
+    let (outcome, ..) = s.last_run(SyncKind::JiraIncremental).await;
+    assert_eq!(outcome, "incomplete");
+    let read = s.live_ids().await.len();
+    assert!(
+        (10..50).contains(&read),
+        "part of the scan was kept: {read}"
+    );
+    // A census cut short deletes nothing.
+    s.app
+        .sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.last_run(SyncKind::JiraReconcile).await.0, "incomplete");
+    assert_eq!(s.live_ids().await.len(), read);
+
+    // Nothing changed at Atlassian since, yet the next run finds the rest: the watermark
+    // moved only as far as the committed rows proved.
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(report.ok, 1, "{report:?}");
+    assert_eq!(s.live_ids().await, s.emulator_ids());
+}
+
+#[sqlx::test]
+async fn reconciliation_adds_what_the_incremental_sync_cannot_see_and_drops_what_left_the_scope(
+    pool: PgPool,
+) {
+    let s = Scene::start(pool, &[("jira.jql", "project in (ENG, OPS)")]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 20);
+    // OPS exists with issues last updated a month ago, but Mia cannot see it yet.
+    let old = s.app.clock.now_for_tests() - Duration::days(30);
+    let ops = emulator.create_issues_with(
+        &s.cloud,
+        "OPS",
+        10,
+        GenerateOptions {
+            updated_at: Some(old),
+        },
+    );
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, false)
+        .unwrap();
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.live_ids().await.len(), 20);
+
+    // An admin grants Mia access to OPS: its issues are older than the watermark, so only the
+    // census finds them; they are fetched with the sync's fields and inserted.
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, true)
+        .unwrap();
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(
+        s.live_ids().await.len(),
+        20,
+        "the incremental sync cannot see them"
+    );
+    s.run(SyncKind::JiraReconcile).await;
+    let (outcome, added, ..) = s.last_run(SyncKind::JiraReconcile).await;
+    assert_eq!((outcome.as_str(), added), ("ok", 10));
+    assert_eq!(s.live_ids().await, s.emulator_ids());
+    let summary: String =
+        sqlx::query_scalar("SELECT summary FROM jira_issues WHERE cloud_id = $1 AND issue_id = $2")
+            .bind(&s.cloud)
+            .bind(&ops[0])
+            .fetch_one(s.app.pool())
+            .await
+            .unwrap();
+    let truth = emulator.issues(&s.cloud);
+    assert_eq!(
+        summary,
+        truth.iter().find(|i| i.id == ops[0]).unwrap().summary,
+        "added rows carry their content"
+    );
+
+    // An issue moves to a project outside jira.jql: it exists, but is no longer synced.
+    let moved = s.live_ids().await[0].clone();
+    emulator.move_issue(&s.cloud, &moved, "HR").unwrap();
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraReconcile).await;
+    let (_, _, _, deleted, ..) = s.last_run(SyncKind::JiraReconcile).await;
+    assert_eq!(deleted, 1);
+    assert!(!s.live_ids().await.contains(&moved));
+}
+
+#[sqlx::test]
+async fn a_mass_vanishing_is_held_for_an_operator_and_applied_when_confirmed(pool: PgPool) {
+    let s = Scene::start(pool.clone(), &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 20);
+    emulator.create_issues(&s.cloud, "OPS", 20);
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.live_ids().await.len(), 40);
+
+    // A permission change hides OPS from Mia: half the site vanishes from her view.
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, false)
+        .unwrap();
+    s.run(SyncKind::JiraReconcile).await;
+    let (outcome, _, _, deleted, held, _) = s.last_run(SyncKind::JiraReconcile).await;
+    assert_eq!((outcome.as_str(), deleted, held), ("ok", 0, 20));
+    assert_eq!(s.live_ids().await.len(), 40, "nothing is deleted");
+    let reasons = s.open_alerts("deletes_held").await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("--confirm-deletes"), "{reasons:?}");
+    // Held, however often it runs.
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.live_ids().await.len(), 40);
+
+    // A few real deletions on their own are applied at once (under 20 %).
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, true)
+        .unwrap();
+    let eng: Vec<String> = emulator
+        .issues(&s.cloud)
+        .into_iter()
+        .filter(|i| i.project_key == "ENG")
+        .map(|i| i.id)
+        .take(3)
+        .collect();
+    emulator.delete_issues(&s.cloud, &eng);
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.last_run(SyncKind::JiraReconcile).await.3, 3);
+    assert!(
+        s.open_alerts("deletes_held").await.is_empty(),
+        "the hold cleared"
+    );
+
+    // The operator confirms a large deletion that is real.
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, false)
+        .unwrap();
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.last_run(SyncKind::JiraReconcile).await.4, 20);
+    // The binary runs on the system clock, which this test's manual clock has run ahead of:
+    // put the rows' sync times back into the binary's past.
+    sqlx::query("UPDATE jira_issues SET synced_at = synced_at - interval '1 day'")
+        .execute(s.app.pool())
+        .await
+        .unwrap();
+    let config = crate::support::write_config(&s.app, &pool);
+    // The binary talks to this test's emulator: wait for it without blocking the runtime.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlassync"))
+        .arg("--config")
+        .arg(&config)
+        .args(["sync", "--confirm-deletes", &s.cloud])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("applying 20 held deletions"));
+    assert_eq!(s.live_ids().await.len(), 17);
+    assert!(s.open_alerts("deletes_held").await.is_empty());
+}
+
+#[sqlx::test]
+async fn a_nul_in_an_issue_is_cleaned_and_the_site_keeps_syncing(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    let ids = emulator.create_issues(&s.cloud, "ENG", 30);
+    s.app.clock.advance(Duration::minutes(1));
+    emulator
+        .update_issue_summary(&s.cloud, &ids[5], "broken\u{0}summary")
+        .unwrap();
+    s.app.clock.advance(Duration::minutes(10));
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(report.ok, 1, "{report:?}");
+    assert_eq!(s.live_ids().await.len(), 30);
+    let (summary, raw): (String, String) = sqlx::query_as(
+        "SELECT summary, raw->'fields'->>'summary' FROM jira_issues
+         WHERE cloud_id = $1 AND issue_id = $2",
+    )
+    .bind(&s.cloud)
+    .bind(&ids[5])
+    .fetch_one(s.app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.as_str(), raw.as_str()),
+        ("brokensummary", "brokensummary")
+    );
+    let quarantined: i64 = sqlx::query_scalar("SELECT count(*) FROM jira_issue_quarantine")
+        .fetch_one(s.app.pool())
+        .await
+        .unwrap();
+    assert_eq!(quarantined, 0, "cleaning was enough");
+}
+
+#[sqlx::test]
+async fn a_site_whose_query_is_refused_raises_an_alert_and_blocks_no_other_site(pool: PgPool) {
+    let s = Scene::start(pool, &[("jira.jql", "project = ENG")]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 5);
+    // A second site has no ENG project: the global restriction is refused there.
+    let other = emulator.add_site("globex", &[Product::Jira]);
+    let sam = s.app.user("Sam", "UTC", vec![other.clone()]);
+    assert_eq!(s.app.consent("sam", &sam).await.0, 200);
+    emulator.create_issues(&other, "OPS", 4);
+    s.app.clock.advance(Duration::minutes(10));
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!((report.ok, report.failed), (1, 1), "{report:?}");
+    assert_eq!(s.live_ids().await.len(), 5);
+    let reasons = s.open_alerts("query_rejected").await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains(&other) && reasons[0].contains("ENG"),
+        "{reasons:?}"
+    );
+
+    // The operator gives that site its own restriction: it syncs and the alert resolves.
+    let mut config = (*s.app.sandbox.app.config).clone();
+    config
+        .jira
+        .site_jql
+        .insert(other.clone(), Some("project = OPS".into()));
+    let fixed = s.app.sandbox.app.reconfigured(config);
+    let syncer = Syncer::new(
+        fixed.clone(),
+        atlassync::lifecycle::Refresher::new(fixed, "x"),
+    );
+    s.app.clock.advance(Duration::minutes(1));
+    let report = syncer
+        .run_once(
+            SyncKind::JiraIncremental,
+            s.app.clock.now_for_tests(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(s.open_alerts("query_rejected").await.is_empty());
+    let other_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jira_issues WHERE cloud_id = $1")
+            .bind(&other)
+            .fetch_one(s.app.pool())
+            .await
+            .unwrap();
+    assert_eq!(other_rows, 4);
+}
+
+/// id, priority, reporter, labels, has a custom field in raw, has a status category.
+type ReportRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    bool,
+    bool,
+);
+
+#[sqlx::test]
+async fn reports_get_every_navigable_field_typed_columns_and_field_names(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 40);
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    s.run(SyncKind::JiraReconcile).await;
+    let truth = s.app.sandbox.emulator.issues(&s.cloud);
+    let rows: Vec<ReportRow> = sqlx::query_as(
+        "SELECT issue_id, priority, reporter_account_id, labels,
+                    raw->'fields' ? 'customfield_10016', status_category IS NOT NULL
+             FROM jira_issues WHERE cloud_id = $1",
+    )
+    .bind(&s.cloud)
+    .fetch_all(s.app.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 40);
+    for (id, priority, reporter, labels, has_custom, has_category) in rows {
+        let issue = truth.iter().find(|i| i.id == id).unwrap();
+        assert_eq!(priority, issue.priority, "{id}");
+        assert_eq!(reporter, issue.reporter_account_id, "{id}");
+        assert_eq!(labels.unwrap_or_default(), issue.labels, "{id}");
+        assert!(has_custom, "raw holds every navigable field: {id}");
+        assert!(has_category, "{id}");
+    }
+    let parents: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jira_issues WHERE cloud_id = $1 AND parent_key IS NOT NULL",
+    )
+    .bind(&s.cloud)
+    .fetch_one(s.app.pool())
+    .await
+    .unwrap();
+    assert!(parents > 0);
+    let name: String = sqlx::query_scalar(
+        "SELECT name FROM jira_fields WHERE cloud_id = $1 AND field_id = 'customfield_10016'",
+    )
+    .bind(&s.cloud)
+    .fetch_one(s.app.pool())
+    .await
+    .unwrap();
+    assert_eq!(name, "Story point estimate");
+}
