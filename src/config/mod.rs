@@ -133,6 +133,14 @@ pub struct SyncConfig {
     pub budget_reserve_percent: u32,
     /// How far before the watermark each incremental Jira query starts.
     pub jira_overlap: TimeDelta,
+    /// How long Jira's search index may lag behind a change: a complete scan moves the
+    /// watermark only to its start minus this.
+    pub jira_index_lag: TimeDelta,
+    /// How often an incremental run re-reads a wider window (`jira_rescan_window` more), to
+    /// catch what index lag beyond the overlap missed.
+    pub jira_rescan_every: TimeDelta,
+    /// How much wider that periodic re-scan reaches back.
+    pub jira_rescan_window: TimeDelta,
     /// Issues per search page (Atlassian caps pages with fields at 100).
     pub jira_page_size: u32,
     /// Retries of one request after transient failures.
@@ -435,6 +443,9 @@ mod raw {
         pub points_per_hour: u32,
         pub budget_reserve_percent: u32,
         pub jira_overlap: DurationValue,
+        pub jira_index_lag: DurationValue,
+        pub jira_rescan_every: DurationValue,
+        pub jira_rescan_window: DurationValue,
         pub jira_page_size: u32,
         pub max_retries: u32,
         pub max_delete_fraction: f64,
@@ -446,6 +457,9 @@ mod raw {
                 points_per_hour: 65_000,
                 budget_reserve_percent: 10,
                 jira_overlap: "5m".into(),
+                jira_index_lag: "1m".into(),
+                jira_rescan_every: "1d".into(),
+                jira_rescan_window: "1d".into(),
                 jira_page_size: 100,
                 max_retries: 4,
                 max_delete_fraction: 0.2,
@@ -959,6 +973,15 @@ mod raw {
                     }
                 },
                 jira_overlap: self.sync.jira_overlap.parse_span("sync.jira_overlap")?,
+                jira_index_lag: self.sync.jira_index_lag.parse_span("sync.jira_index_lag")?,
+                jira_rescan_every: self
+                    .sync
+                    .jira_rescan_every
+                    .parse_span("sync.jira_rescan_every")?,
+                jira_rescan_window: self
+                    .sync
+                    .jira_rescan_window
+                    .parse_span("sync.jira_rescan_window")?,
                 jira_page_size: match self.sync.jira_page_size {
                     p @ 1..=5000 => p,
                     _ => {

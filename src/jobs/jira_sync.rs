@@ -32,29 +32,29 @@ pub async fn incremental(
     site: &SyncedSite,
     totals: &mut RunTotals,
 ) -> Result<(), CallError> {
-    // An unknown zone could be anywhere from UTC-12 to UTC+14: write the literal in UTC and
-    // widen the window by the largest possible offset rather than guess.
-    const UNKNOWN_ZONE_MARGIN: TimeDelta = TimeDelta::hours(14);
-    let (zone, margin) = match session.call(jira::myself()).await?.time_zone {
-        Some(name) => match name.parse::<Tz>() {
-            Ok(zone) => (zone, TimeDelta::zero()),
-            Err(_) => {
-                tracing::warn!(site.cloud_id = %site.cloud_id, time_zone = %name, "unknown Jira time zone; widening the window by 14 h");
-                (Tz::UTC, UNKNOWN_ZONE_MARGIN)
-            }
-        },
-        None => (Tz::UTC, UNKNOWN_ZONE_MARGIN),
-    };
+    let (zone, margin) = user_zone(app, session, site).await?;
     let run_started = app.clock.now();
     let watermark = site.jira_watermark.unwrap_or(DateTime::UNIX_EPOCH);
+    let sync = &app.config.sync;
+    // Once a day (by default) the window reaches a day further back: what index lag beyond
+    // the overlap hid from earlier runs is found then.
+    let rescan = site
+        .jira_rescanned_at
+        .is_none_or(|at| run_started - at >= sync.jira_rescan_every);
+    let widening = if rescan && site.jira_watermark.is_some() {
+        sync.jira_rescan_window
+    } else {
+        TimeDelta::zero()
+    };
     let jql = incremental_jql(
         app.config.jira.jql_for(&site.cloud_id),
         watermark,
-        app.config.sync.jira_overlap + margin,
+        sync.jira_overlap + margin + widening,
         zone,
     );
     tracing::debug!(site.cloud_id = %site.cloud_id, %jql, "incremental search");
     let page_size = app.config.sync.jira_page_size.min(100);
+    let index_lag = app.config.sync.jira_index_lag;
 
     // Downloading and writing run side by side: the fetcher hands batches of about
     // WRITE_BATCH rows to the writer through a short queue, and the writer commits them in
@@ -87,8 +87,8 @@ pub async fn incremental(
             );
             if end == PageEnd::Complete {
                 // Atlassian says the scan is complete: everything updated before it started
-                // has been seen, apart from index lag, which the next run's overlap covers.
-                high_water = high_water.max(run_started);
+                // has been seen, apart from what the index had not caught up with yet.
+                high_water = high_water.max(run_started - index_lag);
             } else if let Some(max) = pending.iter().filter_map(|r| r.updated_at).max() {
                 // Otherwise only what the rows prove, and never past the run's start.
                 high_water = high_water.max(max.min(run_started));
@@ -131,7 +131,53 @@ pub async fn incremental(
     });
     fetched?;
     written?;
+    if rescan {
+        let mut conn = app.pool.acquire().await?;
+        synced_sites::mark_rescanned(&mut conn, &site.cloud_id, run_started).await?;
+    }
     Ok(())
+}
+
+/// The elected user's Jira time zone (JQL date literals are read in it) and the margin its
+/// uncertainty costs. `/myself` is asked once a day per grant, not on every run.
+async fn user_zone(
+    app: &App,
+    session: &mut SiteSession<'_>,
+    site: &SyncedSite,
+) -> Result<(Tz, TimeDelta), CallError> {
+    // An unknown zone could be anywhere from UTC-12 to UTC+14: write the literal in UTC and
+    // widen the window by the largest possible offset rather than guess.
+    const UNKNOWN_ZONE_MARGIN: TimeDelta = TimeDelta::hours(14);
+    let now = app.clock.now();
+    let fresh = site.jira_time_zone_grant == Some(session.grant_id())
+        && site
+            .jira_time_zone_at
+            .is_some_and(|at| now - at < TimeDelta::days(1) && at <= now);
+    let name = if fresh {
+        site.jira_time_zone.clone()
+    } else {
+        let name = session.call(jira::myself()).await?.time_zone;
+        let mut conn = app.pool.acquire().await?;
+        synced_sites::remember_time_zone(
+            &mut conn,
+            &site.cloud_id,
+            session.grant_id(),
+            name.as_deref(),
+            now,
+        )
+        .await?;
+        name
+    };
+    Ok(match name {
+        Some(name) => match name.parse::<Tz>() {
+            Ok(zone) => (zone, TimeDelta::zero()),
+            Err(_) => {
+                tracing::warn!(site.cloud_id = %site.cloud_id, time_zone = %name, "unknown Jira time zone; widening the window by 14 h");
+                (Tz::UTC, UNKNOWN_ZONE_MARGIN)
+            }
+        },
+        None => (Tz::UTC, UNKNOWN_ZONE_MARGIN),
+    })
 }
 
 /// Rows committed together, and the watermark they prove.

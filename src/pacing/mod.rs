@@ -120,6 +120,11 @@ impl<'a> SiteSession<'a> {
         }
     }
 
+    /// The grant this session calls through.
+    pub fn grant_id(&self) -> GrantId {
+        self.grant_id
+    }
+
     /// Makes `call`, paced and costed, refreshing the token once after a 401 and retrying
     /// transient failures with backoff.
     pub async fn call<T: DeserializeOwned>(

@@ -23,6 +23,14 @@ pub struct SyncedSite {
     pub pinned_grant_id: Option<GrantId>,
     /// Jira only: every issue updated before this instant has been committed.
     pub jira_watermark: Option<DateTime<Utc>>,
+    /// Jira only: when the last wider re-scan completed.
+    pub jira_rescanned_at: Option<DateTime<Utc>>,
+    /// Jira only: the elected user's time zone, as last read from `/myself`.
+    pub jira_time_zone: Option<String>,
+    /// The grant whose time zone that is.
+    pub jira_time_zone_grant: Option<GrantId>,
+    /// When it was read.
+    pub jira_time_zone_at: Option<DateTime<Utc>>,
 }
 
 impl SyncedSite {
@@ -134,7 +142,8 @@ pub async fn claim_sites(
                 ORDER BY reconciled_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)
              UPDATE synced_sites ss SET reconciled_for = $2 FROM due
              WHERE ss.cloud_id = due.cloud_id AND ss.product = due.product
-             RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark"
+             RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark,
+                       ss.jira_rescanned_at, ss.jira_time_zone, ss.jira_time_zone_grant, ss.jira_time_zone_at"
         }
         SyncKind::JiraIncremental | SyncKind::ConfluenceSpaces => {
             "WITH due AS (
@@ -144,7 +153,8 @@ pub async fn claim_sites(
                 ORDER BY synced_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)
              UPDATE synced_sites ss SET synced_for = $2 FROM due
              WHERE ss.cloud_id = due.cloud_id AND ss.product = due.product
-             RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark"
+             RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark,
+                       ss.jira_rescanned_at, ss.jira_time_zone, ss.jira_time_zone_grant, ss.jira_time_zone_at"
         }
     };
     sqlx::query_as(query)
@@ -223,7 +233,8 @@ pub async fn get_site(
     product: Product,
 ) -> Result<Option<SyncedSite>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT cloud_id, product, name, url, elected_grant_id, pinned_grant_id, jira_watermark
+        "SELECT cloud_id, product, name, url, elected_grant_id, pinned_grant_id, jira_watermark,
+                jira_rescanned_at, jira_time_zone, jira_time_zone_grant, jira_time_zone_at
          FROM synced_sites WHERE cloud_id = $1 AND product = $2",
     )
     .bind(cloud_id)
@@ -442,4 +453,42 @@ pub async fn reset_watermark(
     .execute(conn)
     .await?;
     Ok(reset.rows_affected() > 0)
+}
+
+/// Remembers the elected user's Jira time zone for a site.
+pub async fn remember_time_zone(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    grant_id: GrantId,
+    zone: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE synced_sites SET jira_time_zone = $3, jira_time_zone_grant = $2,
+                                 jira_time_zone_at = $4
+         WHERE cloud_id = $1 AND product = 'jira'",
+    )
+    .bind(cloud_id)
+    .bind(grant_id)
+    .bind(zone)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a completed wider re-scan.
+pub async fn mark_rescanned(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE synced_sites SET jira_rescanned_at = $2 WHERE cloud_id = $1 AND product = 'jira'",
+    )
+    .bind(cloud_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -429,3 +429,50 @@ async fn reports_get_every_navigable_field_typed_columns_and_field_names(pool: P
     .unwrap();
     assert_eq!(name, "Story point estimate");
 }
+
+#[sqlx::test]
+async fn a_change_hidden_by_index_lag_beyond_the_overlap_is_found_by_the_daily_rescan(
+    pool: PgPool,
+) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 10);
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    // An update the index only showed much later: its `updated` is an hour before the
+    // watermark, beyond the 5-minute overlap and the 1-minute index lag.
+    let late = s.live_ids().await[3].clone();
+    let before = s.app.clock.now_for_tests() - Duration::hours(1);
+    emulator
+        .upsert_issue(
+            &s.cloud,
+            atlassian_emulator::IssueChange {
+                issue: Some(late.clone()),
+                summary: Some("changed while the index lagged".into()),
+                updated: before,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let summary = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT summary FROM jira_issues WHERE cloud_id = $1 AND issue_id = $2",
+        )
+        .bind(&s.cloud)
+        .bind(&late)
+        .fetch_one(s.app.pool())
+        .await
+        .unwrap()
+    };
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    assert_ne!(
+        summary().await,
+        "changed while the index lagged",
+        "the overlap cannot see it"
+    );
+    // A day after the first scan, the wider re-scan reaches back a day and finds it.
+    s.app.clock.advance(Duration::days(1));
+    s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(summary().await, "changed while the index lagged");
+}
