@@ -46,6 +46,16 @@ pub enum ApiError {
     /// 5xx, timeouts, connection resets, unreadable bodies: retry later.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// A 5xx (typically 503) that said when to come back (`Retry-After`).
+    #[error("unavailable (HTTP {status}), retry after {}s: {message}", retry_after.as_secs())]
+    Unavailable {
+        /// The status.
+        status: u16,
+        /// `Retry-After`: the least wait before the next attempt.
+        retry_after: Duration,
+        /// Atlassian's message.
+        message: String,
+    },
     /// Any other answer, with Atlassian's message.
     #[error("HTTP {status}: {message}")]
     Http {
@@ -193,6 +203,38 @@ pub struct RateLimitHeaders {
     pub reset: Option<String>,
     /// `X-RateLimit-NearLimit: true`: less than a fifth of the budget is left.
     pub near_limit: bool,
+    /// `RateLimit`'s `"global-app-quota"` entry: points left in the app's pool (sent once
+    /// ~80 % is spent) and seconds to its reset.
+    pub global: Option<QuotaState>,
+    /// `RateLimit`'s `"tenant-app-quota"` entry: the same for this site's own pool.
+    pub tenant: Option<QuotaState>,
+    /// `RateLimit-Policy`'s `"global-app-quota"` size (`q`), when sent.
+    pub global_quota: Option<i64>,
+}
+
+/// One pool's entry of the structured `RateLimit` header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaState {
+    /// `r`: points left; absent until most of the pool is spent.
+    pub remaining: Option<i64>,
+    /// `t`: seconds until the pool resets.
+    pub reset_secs: Option<i64>,
+}
+
+/// The entries of a structured rate-limit header (`"name";k=v;k=v, "name";...`), by name.
+fn structured_entries(value: &str) -> Vec<(String, Vec<(String, String)>)> {
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let name = parts.next()?.trim_matches('"').to_owned();
+            let params = parts
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+                .collect();
+            Some((name, params))
+        })
+        .collect()
 }
 
 impl RateLimitHeaders {
@@ -203,11 +245,38 @@ impl RateLimitHeaders {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.trim().to_owned())
         };
+        let state = text("ratelimit")
+            .map(|v| structured_entries(&v))
+            .unwrap_or_default();
+        let pool = |name: &str| {
+            state.iter().find(|(n, _)| n == name).map(|(_, params)| {
+                let number = |key: &str| {
+                    params
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, v)| v.parse().ok())
+                };
+                QuotaState {
+                    remaining: number("r"),
+                    reset_secs: number("t"),
+                }
+            })
+        };
+        let policy = text("ratelimit-policy")
+            .map(|v| structured_entries(&v))
+            .unwrap_or_default();
         Self {
             limit: text("x-ratelimit-limit").and_then(|v| v.parse().ok()),
             remaining: text("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
             reset: text("x-ratelimit-reset"),
             near_limit: text("x-ratelimit-nearlimit").is_some_and(|v| v == "true"),
+            global: pool("global-app-quota"),
+            tenant: pool("tenant-app-quota"),
+            global_quota: policy
+                .iter()
+                .find(|(n, _)| n == "global-app-quota")
+                .and_then(|(_, params)| params.iter().find(|(k, _)| k == "q"))
+                .and_then(|(_, v)| v.parse().ok()),
         }
     }
 }
@@ -288,6 +357,11 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("unspecified")
                 .to_owned(),
+        },
+        500..=599 if retry_after(headers).is_some() => ApiError::Unavailable {
+            status,
+            retry_after: retry_after(headers).unwrap_or_default(),
+            message,
         },
         408 | 500..=599 => ApiError::Transient(format!("HTTP {status}: {message}")),
         _ => ApiError::Http { status, message },

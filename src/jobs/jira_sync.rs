@@ -66,9 +66,24 @@ pub async fn incremental(
         let mut pending: Vec<IssueRow> = Vec::new();
         let mut empty_in_a_row = 0;
         loop {
-            let mut page = session
+            let mut page = match session
                 .call(jira::search(&jql, SYNC_FIELDS, page_size, sent.as_deref()))
-                .await?;
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    // What was read before the failure (a pause, a dead grant) is kept: the
+                    // next run starts after it instead of reading it again.
+                    if !pending.is_empty() {
+                        let batch = Batch {
+                            rows: std::mem::take(&mut pending),
+                            watermark: high_water,
+                        };
+                        let _ = batches.send(batch).await;
+                    }
+                    return Err(e);
+                }
+            };
             empty_in_a_row = if page.issues.is_empty() {
                 empty_in_a_row + 1
             } else {

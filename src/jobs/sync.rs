@@ -307,9 +307,11 @@ impl Syncer {
         let (outcome, error) = match result {
             Ok(()) => (Outcome::Ok, None),
             Err(CallError::Store(e)) => return Err(e),
-            Err(e @ (CallError::BudgetDeferred { .. } | CallError::QuotaPaused { .. })) => {
-                (Outcome::Deferred, Some(e))
-            }
+            Err(
+                e @ (CallError::BudgetDeferred { .. }
+                | CallError::QuotaPaused { .. }
+                | CallError::SitePaused { .. }),
+            ) => (Outcome::Deferred, Some(e)),
             Err(e @ CallError::Incomplete(_)) => (Outcome::Incomplete, Some(e)),
             Err(e) => (Outcome::Failed, Some(e)),
         };

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::atlassian::{ApiError, ProductCall};
+use crate::atlassian::{ApiError, ProductCall, RateLimitHeaders};
 use crate::domain::{AccessToken, CloudId, GrantId, SiteKey};
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::store::{api_budget, synced_sites};
@@ -35,6 +35,12 @@ pub enum CallError {
         /// When requests may resume: `Retry-After` (believed up to 2 h) or the next UTC hour.
         until: DateTime<Utc>,
     },
+    /// This site's own (tenant) pool is spent; the site waits, the others carry on.
+    #[error("this site's own points quota is exhausted; it waits until {until}")]
+    SitePaused {
+        /// When the site's requests may resume.
+        until: DateTime<Utc>,
+    },
     /// Sync has spent its share of this hour's points; it resumes next hour.
     #[error("sync has used its share of this hour's points budget; resuming at {until}")]
     BudgetDeferred {
@@ -49,6 +55,10 @@ pub enum CallError {
     #[error("scan cut short ({0}); what was read is kept and the next run resumes from it")]
     Incomplete(String),
 }
+
+/// A site whose own (tenant) pool has fewer points left than this pauses until its reset: one
+/// more page could hit the wall.
+const TENANT_FLOOR: i64 = 101;
 
 /// A burst 429 asking for a longer wait than this is treated as a quota wall.
 const LONGEST_BURST_WAIT: Duration = Duration::from_secs(60);
@@ -163,6 +173,7 @@ impl<'a> SiteSession<'a> {
                 Ok(response) => {
                     self.spend(1 + (call.objects)(&response.value) as i64)
                         .await?;
+                    self.calibrate(&response.rate_limit).await?;
                     return Ok(response.value);
                 }
                 Err(error) => error,
@@ -181,6 +192,29 @@ impl<'a> SiteSession<'a> {
                 ApiError::ScopeMismatch(message) => {
                     self.record_scope_problem(path, &message).await?;
                     return Err(ApiError::ScopeMismatch(message).into());
+                }
+                // A tenant's own pool is spent: that site and product wait for its reset;
+                // every other site carries on.
+                ApiError::RateLimited {
+                    retry_after,
+                    reason,
+                } if reason.contains("tenant") => {
+                    let now = self.app.clock.now();
+                    let until = match retry_after {
+                        Some(wait) => {
+                            now + TimeDelta::from_std(wait.min(LONGEST_QUOTA_WAIT))
+                                .unwrap_or(TimeDelta::hours(2))
+                        }
+                        None => hour_start(now) + TimeDelta::hours(1),
+                    };
+                    let mut conn = self.app.pool.acquire().await?;
+                    synced_sites::pause_site(&mut conn, &self.site, until).await?;
+                    let pause = (until - now).to_std().unwrap_or_default();
+                    self.app
+                        .telemetry
+                        .throttled(self.site.product.as_str(), pause);
+                    tracing::warn!(site.cloud_id = %self.site.cloud_id, site.product = %self.site.product, %reason, %until, "tenant quota exhausted: pausing this site");
+                    return Err(CallError::SitePaused { until });
                 }
                 // A long wait is a quota wall whatever the reason says (the header is sometimes
                 // missing, and older reasons name no quota).
@@ -221,6 +255,21 @@ impl<'a> SiteSession<'a> {
                         .telemetry
                         .throttled(self.site.product.as_str(), wait);
                     self.throttles.hold(endpoint.clone(), Instant::now() + wait);
+                }
+                // Atlassian said when to come back: no sooner (a wait longer than a burst
+                // slowdown ends the run; the next tick tries again).
+                ApiError::Unavailable {
+                    retry_after,
+                    message,
+                    ..
+                } if failures < max_retries && retry_after <= LONGEST_BURST_WAIT => {
+                    failures += 1;
+                    let wait = backoff
+                        .next()
+                        .unwrap_or(Duration::from_secs(30))
+                        .max(retry_after);
+                    tracing::info!(site.cloud_id = %self.site.cloud_id, endpoint = %endpoint.1, error = %message, wait_ms = wait.as_millis() as u64, "unavailable: retrying after Retry-After");
+                    tokio::time::sleep(wait).await;
                 }
                 ApiError::Transient(message) if failures < max_retries => {
                     failures += 1;
@@ -274,16 +323,22 @@ impl<'a> SiteSession<'a> {
         tx.commit().await
     }
 
-    /// Refuses a request that could take sync past its share of the hour's points.
+    /// Refuses a request that could take sync past its share of the hour's points, or that
+    /// Atlassian asked to wait (the app's pool, or this site's own).
     async fn check_budget(&mut self, most_points: i64) -> Result<(), CallError> {
         let now = self.app.clock.now();
         let hour = hour_start(now);
-        let (used, paused) = {
+        let (used, paused, site_paused) = {
             let mut conn = self.app.pool.acquire().await?;
-            api_budget::budget(&mut conn, hour).await?
+            let (used, paused) = api_budget::budget(&mut conn, hour).await?;
+            let site_paused = synced_sites::site_paused_until(&mut conn, &self.site).await?;
+            (used, paused, site_paused)
         };
         if let Some(until) = paused.filter(|until| *until > now) {
             return Err(CallError::QuotaPaused { until });
+        }
+        if let Some(until) = site_paused.filter(|until| *until > now) {
+            return Err(CallError::SitePaused { until });
         }
         let quota = i64::from(self.app.config.sync.points_per_hour);
         let share = quota * (100 - i64::from(self.app.config.sync.budget_reserve_percent)) / 100;
@@ -292,6 +347,34 @@ impl<'a> SiteSession<'a> {
             return Err(CallError::BudgetDeferred {
                 until: hour + TimeDelta::hours(1),
             });
+        }
+        Ok(())
+    }
+
+    /// Believes Atlassian's count over the local one: the app's pool is shared with other
+    /// installations of the app and other replicas, so when `RateLimit` says less is left
+    /// than atlassync counted, the hour's spend is raised to match; and a site whose own
+    /// pool is nearly spent pauses until its reset rather than run into the wall.
+    async fn calibrate(&mut self, seen: &RateLimitHeaders) -> Result<(), CallError> {
+        let now = self.app.clock.now();
+        if let Some(remaining) = seen.global.and_then(|g| g.remaining) {
+            let quota = seen
+                .global_quota
+                .unwrap_or_else(|| i64::from(self.app.config.sync.points_per_hour));
+            let mut conn = self.app.pool.acquire().await?;
+            let used =
+                api_budget::raise_spend_to(&mut conn, hour_start(now), quota - remaining).await?;
+            self.points_remaining = Some(i64::from(self.app.config.sync.points_per_hour) - used);
+        }
+        if let Some(state) = seen.tenant
+            && let Some(remaining) = state.remaining
+            && remaining < TENANT_FLOOR
+        {
+            let reset = state.reset_secs.unwrap_or(3600).clamp(1, 7200);
+            let until = now + TimeDelta::seconds(reset);
+            let mut conn = self.app.pool.acquire().await?;
+            synced_sites::pause_site(&mut conn, &self.site, until).await?;
+            tracing::info!(site.cloud_id = %self.site.cloud_id, remaining, %until, "this site's own quota is nearly spent: pausing it until the reset");
         }
         Ok(())
     }

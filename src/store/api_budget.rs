@@ -59,3 +59,22 @@ pub async fn pause_app(
     .await?;
     Ok(())
 }
+
+/// Raises the hour's spend to at least `used` (what Atlassian's `RateLimit` header says the
+/// pool has spent, other installations and replicas included). Returns the new total.
+pub async fn raise_spend_to(
+    conn: &mut PgConnection,
+    hour_start: DateTime<Utc>,
+    used: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO api_budget (hour_start, points_used) VALUES ($1, $2)
+         ON CONFLICT (hour_start) DO UPDATE
+            SET points_used = GREATEST(api_budget.points_used, EXCLUDED.points_used)
+         RETURNING points_used",
+    )
+    .bind(hour_start)
+    .bind(used)
+    .fetch_one(conn)
+    .await
+}

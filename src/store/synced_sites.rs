@@ -492,3 +492,37 @@ pub async fn mark_rescanned(
     .await?;
     Ok(())
 }
+
+/// Pauses one site and product until `until` (a tenant quota is spent). Never shortens a
+/// pause already set.
+pub async fn pause_site(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+    until: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE synced_sites SET quota_paused_until = GREATEST(quota_paused_until, $3)
+         WHERE cloud_id = $1 AND product = $2",
+    )
+    .bind(&site.cloud_id)
+    .bind(site.product)
+    .bind(until)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Until when a site and product are paused, if they are.
+pub async fn site_paused_until(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let until: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT quota_paused_until FROM synced_sites WHERE cloud_id = $1 AND product = $2",
+    )
+    .bind(&site.cloud_id)
+    .bind(site.product)
+    .fetch_optional(conn)
+    .await?;
+    Ok(until.flatten())
+}

@@ -476,3 +476,140 @@ async fn a_change_hidden_by_index_lag_beyond_the_overlap_is_found_by_the_daily_r
     s.run(SyncKind::JiraIncremental).await;
     assert_eq!(summary().await, "changed while the index lagged");
 }
+
+#[sqlx::test]
+async fn a_tenant_quota_pauses_that_site_only(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 250);
+    let other = emulator.add_site("globex", &[Product::Jira]);
+    let sam = s.app.user("Sam", "UTC", vec![other.clone()]);
+    assert_eq!(s.app.consent("sam", &sam).await.0, 200);
+    emulator.create_issues(&other, "OPS", 250);
+    // acme's own (Tier 2) pool holds 150 points an hour; globex has no pool of its own.
+    emulator.set_tenant_quota(&s.cloud, Product::Jira, Some(150));
+    s.app.clock.advance(Duration::minutes(10));
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!((report.ok, report.deferred), (1, 1), "{report:?}");
+    let pool = s.app.pool().clone();
+    let rows = |cloud: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jira_issues WHERE cloud_id = $1")
+                .bind(cloud)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        rows(other.clone()).await,
+        250,
+        "the other site is not held up"
+    );
+    assert!(rows(s.cloud.clone()).await < 250);
+    let paused: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT cloud_id, quota_paused_until IS NOT NULL FROM synced_sites
+         WHERE product = 'jira' ORDER BY cloud_id = $1 DESC",
+    )
+    .bind(&s.cloud)
+    .fetch_all(s.app.pool())
+    .await
+    .unwrap();
+    assert_eq!(paused, [(s.cloud.clone(), true), (other.clone(), false)]);
+    // The app's pool was never paused.
+    let app_paused: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT max(paused_until) FROM api_budget")
+            .fetch_one(s.app.pool())
+            .await
+            .unwrap();
+    assert_eq!(app_paused, None);
+
+    // Each hour its pool resets and it goes on where it stopped, until it is complete.
+    let mut hours = 0;
+    while rows(s.cloud.clone()).await < 250 {
+        hours += 1;
+        assert!(hours <= 4, "acme never finished");
+        s.app.clock.advance(Duration::hours(1));
+        s.run(SyncKind::JiraIncremental).await;
+    }
+    let (outcome, ..) = s.last_run(SyncKind::JiraIncremental).await;
+    assert_eq!(outcome, "ok");
+}
+
+#[sqlx::test]
+async fn the_budget_believes_atlassians_count_of_the_shared_pool(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 20);
+    emulator.set_quota(Product::Jira, Some(10_000));
+    emulator.set_burst_limit(None);
+    // Another installation of the same app spends most of the shared pool, which
+    // atlassync's own count cannot see.
+    let token = s
+        .app
+        .refresher("other-installation")
+        .access_token(s.app.grants().await[0].id)
+        .await
+        .unwrap();
+    let myself = format!(
+        "{}ex/jira/{}/rest/api/3/myself",
+        emulator.base_url(),
+        s.cloud
+    );
+    let client = reqwest::Client::new();
+    for _ in 0..2800 {
+        let answer = client
+            .get(&myself)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{answer:?}");
+    }
+    let spent_elsewhere = emulator.quota_usage(Product::Jira).used as i64;
+    assert!(spent_elsewhere > 8_000, "{spent_elsewhere}");
+    s.app.clock.advance(Duration::minutes(10));
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(report.ok, 1, "{report:?}");
+    let used: i64 = sqlx::query_scalar("SELECT max(points_used) FROM api_budget")
+        .fetch_one(s.app.pool())
+        .await
+        .unwrap();
+    assert!(
+        used >= spent_elsewhere,
+        "the hour's spend follows RateLimit ({spent_elsewhere} spent at Atlassian): {used}"
+    );
+}
+
+#[sqlx::test]
+async fn a_503_is_retried_no_sooner_than_its_retry_after(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 30);
+    s.app.clock.advance(Duration::minutes(10));
+    let search = format!("/ex/jira/{}/rest/api/3/search/jql", s.cloud);
+    emulator.inject_fault(Fault::new(
+        FaultKind::ServiceUnavailable {
+            retry_after_secs: Some(5),
+        },
+        search,
+    ));
+    emulator.clear_request_log();
+    let report = s.run(SyncKind::JiraIncremental).await;
+    assert_eq!(report.ok, 1, "{report:?}");
+    let log: Vec<_> = emulator
+        .request_log()
+        .into_iter()
+        .filter(|r| r.path.contains("/search/jql"))
+        .collect();
+    let unavailable = log
+        .iter()
+        .position(|r| r.fault.as_deref() == Some("service_unavailable"))
+        .expect("the 503 was served");
+    let waited = (log[unavailable + 1].wall_at - log[unavailable].wall_at).num_milliseconds();
+    assert!(
+        waited >= 5_000,
+        "retried after {waited} ms; Retry-After said 5 s"
+    );
+}
