@@ -3,6 +3,7 @@
 
 mod alerts;
 mod grants;
+mod logging;
 mod run;
 mod sites;
 mod sync;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::app::App;
 use crate::clock::SystemClock;
@@ -19,11 +20,32 @@ use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat};
 use crate::domain::CloudId;
 use sync::SyncRequest;
 
+/// The end of `--help` and the man page: what an operator needs beyond the options.
+const AFTER_LONG_HELP: &str = "\
+Files:
+  /etc/atlassync/atlassync.toml   the configuration (--config overrides it)
+  /etc/credstore/atlassync.NAME   secret NAME: the systemd unit passes it as a credential;
+                                  commands run by root outside the unit read it directly
+
+Environment:
+  ATLASSYNC_<SECTION>__<KEY>      overrides a configuration key, e.g. ATLASSYNC_DATABASE__URL;
+                                  a variable that names no key is refused (exit code 2)
+  CREDENTIALS_DIRECTORY           set by systemd: secrets not in the configuration are read from
+                                  the credentials client_secret, database_url, database_password,
+                                  crypto_key, admin_token and webhook_secret in it
+  RUST_LOG                        overrides log.filter
+  JOURNAL_STREAM                  set by systemd: logs go to journald with structured fields
+
+Exit status:
+  0 success or clean stop; 2 bad configuration or arguments (the message names the key or the
+  variable); 1 anything else.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "atlassync",
     version,
-    about = "Keeps Atlassian Cloud OAuth grants alive and mirrors Jira and Confluence into Postgres"
+    about = "Keeps Atlassian Cloud OAuth grants alive and mirrors Jira and Confluence into Postgres",
+    after_long_help = AFTER_LONG_HELP
 )]
 struct Cli {
     /// Configuration file (TOML); `ATLASSYNC_<SECTION>__<KEY>` variables override it.
@@ -83,6 +105,27 @@ enum Command {
     Emulator(atlassian_emulator::ServeArgs),
     /// A guided tour on a private database and the emulator (needs DATABASE_URL).
     Demo,
+    /// Write shell completions or man pages (packaging uses it).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerateCommand {
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into DIR: atlassync.1 and one per command (atlassync-run.1, ...).
+    Man {
+        /// The directory to write into; it must exist.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,14 +207,18 @@ pub async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Emulator(args) => {
-            init_logging(LogFormat::Pretty, "info");
+            logging::init(LogFormat::Pretty, "info");
             atlassian_emulator::serve_forever(args.config(), args.listen).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo => {
             // The tour prints what matters; logs would only interleave with it.
-            init_logging(LogFormat::Pretty, "error");
+            logging::init(LogFormat::Pretty, "error");
             crate::demo::run().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Generate { what } => {
+            generate(what)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -183,13 +230,16 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
     let config = Config::load(&path, given)?;
-    init_logging(config.log.format, &config.log.filter);
+    logging::init(config.log.format, &config.log.filter);
 
     match cli.command {
         Command::CheckConfig => {
             println!("configuration OK");
             for line in config.derived_timings() {
                 println!("{line}");
+            }
+            for source in &config.secret_sources {
+                println!("{}: {}", source.key, source.from);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -284,7 +334,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             Ok(sync::run(&app, &syncer, request).await?)
         }
-        Command::Emulator { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Emulator { .. } | Command::Demo | Command::Generate { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -292,19 +344,20 @@ async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
     Ok(crate::store::connect(config.database_url(), config.database.max_connections).await?)
 }
 
-/// Logs go to stderr, so commands like `invite` print only their result on stdout.
-/// `RUST_LOG`, when set, overrides `log.filter`.
-pub fn init_logging(format: LogFormat, filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+/// Shell completions on stdout, or man pages into a directory.
+fn generate(what: GenerateCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match what {
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "atlassync",
+                &mut std::io::stdout(),
+            );
+        }
+        GenerateCommand::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+            .with_context(|| format!("writing man pages into {}", dir.display()))?,
+    }
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! Configuration: defaults < TOML file < `ATLASSYNC_<SECTION>__<KEY>` environment variables.
 //!
 //! Loading validates everything up front and names the offending key, so a daemon never
-//! starts half-configured. Secrets are read from files or the environment and never printed.
+//! starts half-configured. Secrets are read from the file, the environment, files they name
+//! (`<key>_file`) or systemd credentials, and never printed.
 
+mod sources;
 mod values;
 
 use std::net::SocketAddr;
@@ -19,6 +21,10 @@ use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
 use crate::domain::{CloudId, JobKind, Sink};
+pub use sources::{
+    CREDSTORE, CREDSTORE_PREFIX, ENV_PREFIX, NON_CONFIG_VARIABLES, SecretSource, variable_of,
+};
+use sources::{Credentials, secret};
 use values::{DurationValue, LenientString};
 pub use values::{Schedule, Scopes, format_duration};
 
@@ -54,6 +60,18 @@ pub enum ConfigError {
         /// Appended to the message as is: empty, or text with a leading space.
         hint: String,
     },
+    /// An `ATLASSYNC_` environment variable names no configuration key.
+    #[error(
+        "environment variable `{variable}` is not a configuration key; did you mean `{suggestion}` ({key})? Rename or unset it"
+    )]
+    UnknownVariable {
+        /// The variable as it is spelt in the environment.
+        variable: String,
+        /// The variable of the nearest configuration key.
+        suggestion: String,
+        /// That key, dotted.
+        key: String,
+    },
     /// The file given with `--config` could not be read or parsed.
     #[error("config file {path}: {message}")]
     File {
@@ -83,7 +101,7 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::Invalid { key, .. } | Self::Missing { key, .. } => Some(key),
-            Self::File { .. } => None,
+            Self::File { .. } | Self::UnknownVariable { .. } => None,
         }
     }
 }
@@ -113,6 +131,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[retention]`: how long history rows are kept.
     pub retention: RetentionConfig,
+    /// Where each secret that is set came from (never the value), for `check-config`.
+    pub secret_sources: Vec<SecretSource>,
 }
 
 /// `[retention]`: history that is pruned, a bounded batch at every token sweep.
@@ -323,7 +343,7 @@ impl JiraConfig {
 /// `[log]`
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    /// `pretty` or `json`; applied once at start-up.
+    /// `auto`, `pretty`, `json` or `journald`; applied once at start-up.
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info,atlassync=debug`.
     pub filter: String,
@@ -333,16 +353,27 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Human-readable lines (the default).
+    /// The journal's native protocol when stderr is the journal (`JOURNAL_STREAM`, as under
+    /// systemd), else `Pretty` (the default).
+    Auto,
+    /// Human-readable lines; coloured only when stderr is a terminal.
     Pretty,
     /// One JSON object per line.
     Json,
+    /// Entries sent to journald with structured fields.
+    Journald,
 }
 
 impl Config {
     /// Loads `path` overlaid by `ATLASSYNC_*` variables from the process environment, then
     /// validates. A missing file is an error only when the operator named it with `--config`.
+    /// A variable that names no key is refused before anything is read. Secrets that are not
+    /// set come from `$CREDENTIALS_DIRECTORY` when it is set, else from [`CREDSTORE`].
     pub fn load(path: &Path, path_was_given: bool) -> Result<Self, ConfigError> {
+        let known = sources::leaf_keys(
+            &serde_json::to_value(raw::RawConfig::default()).unwrap_or_default(),
+        );
+        sources::check_environment(std::env::vars_os(), &known)?;
         let mut figment = Figment::from(Serialized::defaults(raw::RawConfig::default()));
         if path.exists() {
             figment = figment.merge(Toml::file_exact(path));
@@ -352,9 +383,13 @@ impl Config {
                 message: "no such file".into(),
             });
         }
-        figment = figment.merge(Env::prefixed("ATLASSYNC_").split("__"));
+        let non_config: Vec<&str> = NON_CONFIG_VARIABLES
+            .iter()
+            .filter_map(|v| v.strip_prefix(ENV_PREFIX))
+            .collect();
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&non_config).split("__"));
         let raw: raw::RawConfig = figment.extract().map_err(|e| from_figment(e, path))?;
-        raw.validate()
+        raw.validate(&Credentials::from_environment())
     }
 }
 
@@ -366,7 +401,7 @@ impl Config {
             .merge(Toml::string(text))
             .extract()
             .map_err(|e| from_figment(e, Path::new("(inline)")))?;
-        raw.validate()
+        raw.validate(&Credentials::Disabled)
     }
 }
 
@@ -471,6 +506,8 @@ mod raw {
     #[serde(deny_unknown_fields, default)]
     pub struct RawDatabase {
         pub url: Option<LenientString>,
+        pub url_file: Option<PathBuf>,
+        pub password_file: Option<PathBuf>,
         pub max_connections: u32,
     }
 
@@ -478,6 +515,8 @@ mod raw {
         fn default() -> Self {
             Self {
                 url: None,
+                url_file: None,
+                password_file: None,
                 max_connections: 10,
             }
         }
@@ -578,6 +617,7 @@ mod raw {
         pub listen: LenientString,
         pub public_url: Option<LenientString>,
         pub admin_token: Option<LenientString>,
+        pub admin_token_file: Option<PathBuf>,
         pub invite_ttl: DurationValue,
     }
 
@@ -587,6 +627,7 @@ mod raw {
                 listen: "127.0.0.1:8080".into(),
                 public_url: None,
                 admin_token: None,
+                admin_token_file: None,
                 invite_ttl: "7d".into(),
             }
         }
@@ -604,6 +645,7 @@ mod raw {
     pub struct RawAlerts {
         pub webhook_url: Option<LenientString>,
         pub webhook_secret: Option<LenientString>,
+        pub webhook_secret_file: Option<PathBuf>,
         pub jsm_cloud_id: Option<LenientString>,
         pub jsm_grant: Option<LenientString>,
         pub sync_stale_after: Option<DurationValue>,
@@ -617,6 +659,7 @@ mod raw {
             Self {
                 webhook_url: None,
                 webhook_secret: None,
+                webhook_secret_file: None,
                 jsm_cloud_id: None,
                 jsm_grant: None,
                 sync_stale_after: None,
@@ -644,18 +687,39 @@ mod raw {
     impl Default for RawLog {
         fn default() -> Self {
             Self {
-                format: "pretty".into(),
+                format: "auto".into(),
                 filter: "info".into(),
             }
         }
     }
 
     impl RawConfig {
-        pub fn validate(self) -> Result<Config, ConfigError> {
+        /// Validates into a [`Config`]; secrets that are not set are looked up in
+        /// `credentials`.
+        pub fn validate(self, credentials: &Credentials) -> Result<Config, ConfigError> {
+            let mut secret_sources = Vec::new();
+            let sources = &mut secret_sources;
+            let unset_hint = |key: &str, credential: &str| {
+                format!(" (or {key}_file, or {})", credentials.describe(credential))
+            };
+            let d = self.database;
             let database = DatabaseConfig {
                 url: {
-                    let url = required(self.database.url, "database.url", "")?;
-                    let parsed = Url::parse(&url).map_err(|e| {
+                    let url = secret(
+                        d.url,
+                        d.url_file,
+                        "database.url",
+                        "database_url",
+                        credentials,
+                        sources,
+                    )?
+                    .ok_or_else(|| {
+                        ConfigError::missing(
+                            "database.url",
+                            &unset_hint("database.url", "database_url"),
+                        )
+                    })?;
+                    let mut parsed = Url::parse(url.expose_secret()).map_err(|e| {
                         ConfigError::invalid("database.url", format!("not a URL: {e}"))
                     })?;
                     if !matches!(parsed.scheme(), "postgres" | "postgresql") {
@@ -664,39 +728,54 @@ mod raw {
                             "must start with postgres:// or postgresql://",
                         ));
                     }
-                    SecretString::from(url)
+                    // The password may live apart from the URL, so the URL can stay in the
+                    // file that every operator reads.
+                    match secret(
+                        None,
+                        d.password_file,
+                        "database.password",
+                        "database_password",
+                        credentials,
+                        sources,
+                    )? {
+                        None => url,
+                        Some(_) if parsed.password().is_some() => {
+                            return Err(ConfigError::invalid(
+                                "database.password",
+                                "database.url already carries a password; keep it in one place",
+                            ));
+                        }
+                        Some(password) => {
+                            parsed
+                                .set_password(Some(password.expose_secret()))
+                                .map_err(|()| {
+                                    ConfigError::invalid(
+                                        "database.url",
+                                        "cannot carry a password (it needs a host)",
+                                    )
+                                })?;
+                            SecretString::from(String::from(parsed))
+                        }
+                    }
                 },
-                max_connections: positive(
-                    self.database.max_connections,
-                    "database.max_connections",
-                )?,
+                max_connections: positive(d.max_connections, "database.max_connections")?,
             };
 
             let a = self.atlassian;
-            let client_secret = match (a.client_secret, a.client_secret_file) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        "atlassian.client_secret",
-                        "set either client_secret or client_secret_file, not both",
-                    ));
-                }
-                (Some(secret), None) => non_empty_secret(secret.0, "atlassian.client_secret")?,
-                (None, Some(file)) => {
-                    let text = std::fs::read_to_string(&file).map_err(|e| {
-                        ConfigError::invalid(
-                            "atlassian.client_secret_file",
-                            format!("cannot read {}: {e}", file.display()),
-                        )
-                    })?;
-                    non_empty_secret(text.trim().to_owned(), "atlassian.client_secret_file")?
-                }
-                (None, None) => {
-                    return Err(ConfigError::missing(
-                        "atlassian.client_secret",
-                        " (or atlassian.client_secret_file)",
-                    ));
-                }
-            };
+            let client_secret = secret(
+                a.client_secret,
+                a.client_secret_file,
+                "atlassian.client_secret",
+                "client_secret",
+                credentials,
+                sources,
+            )?
+            .ok_or_else(|| {
+                ConfigError::missing(
+                    "atlassian.client_secret",
+                    &unset_hint("atlassian.client_secret", "client_secret"),
+                )
+            })?;
             let scopes = a.scopes.0;
             if scopes.is_empty() {
                 return Err(ConfigError::invalid(
@@ -842,19 +921,35 @@ mod raw {
             let http = HttpConfig {
                 listen,
                 public_url,
-                admin_token: h
-                    .admin_token
-                    .map(|t| non_empty_secret(t.0, "http.admin_token"))
-                    .transpose()?,
+                admin_token: secret(
+                    h.admin_token,
+                    h.admin_token_file,
+                    "http.admin_token",
+                    "admin_token",
+                    credentials,
+                    sources,
+                )?,
                 invite_ttl: h.invite_ttl.parse_span("http.invite_ttl")?,
             };
 
-            let key_file = self.crypto.key_file.ok_or_else(|| {
-                ConfigError::missing(
-                    "crypto.key_file",
-                    " (32 random bytes, base64: openssl rand -base64 32)",
-                )
-            })?;
+            let key_file = match self.crypto.key_file {
+                Some(file) => file,
+                None => credentials
+                    .find("crypto_key", "crypto.key_file")?
+                    .ok_or_else(|| {
+                        ConfigError::missing(
+                            "crypto.key_file",
+                            &format!(
+                                " (32 random bytes, base64: openssl rand -base64 32; or {})",
+                                credentials.describe("crypto_key")
+                            ),
+                        )
+                    })?,
+            };
+            sources.push(SecretSource {
+                key: "crypto.key_file".into(),
+                from: format!("file {}", key_file.display()),
+            });
             let keyring = Keyring::from_files(&key_file, &self.crypto.previous_key_files).map_err(
                 |e| match e {
                     KeyringError::Previous { .. } => {
@@ -875,11 +970,14 @@ mod raw {
                     .webhook_url
                     .map(|u| http_url(u.0, "alerts.webhook_url"))
                     .transpose()?,
-                webhook_secret: self
-                    .alerts
-                    .webhook_secret
-                    .map(|s| non_empty_secret(s.0, "alerts.webhook_secret"))
-                    .transpose()?,
+                webhook_secret: secret(
+                    self.alerts.webhook_secret,
+                    self.alerts.webhook_secret_file,
+                    "alerts.webhook_secret",
+                    "webhook_secret",
+                    credentials,
+                    sources,
+                )?,
                 jsm_cloud_id: self
                     .alerts
                     .jsm_cloud_id
@@ -931,7 +1029,10 @@ mod raw {
             if alerts.webhook_url.is_some() && alerts.webhook_secret.is_none() {
                 return Err(ConfigError::missing(
                     "alerts.webhook_secret",
-                    " (webhook deliveries are signed with it)",
+                    &format!(
+                        " (webhook deliveries are signed with it; or alerts.webhook_secret_file, or {})",
+                        credentials.describe("webhook_secret")
+                    ),
                 ));
             }
 
@@ -1005,12 +1106,14 @@ mod raw {
 
             let log = LogConfig {
                 format: match self.log.format.0.as_str() {
+                    "auto" => LogFormat::Auto,
                     "pretty" => LogFormat::Pretty,
                     "json" => LogFormat::Json,
+                    "journald" => LogFormat::Journald,
                     other => {
                         return Err(ConfigError::invalid(
                             "log.format",
-                            format!("`{other}` is not one of pretty, json"),
+                            format!("`{other}` is not one of auto, pretty, json, journald"),
                         ));
                     }
                 },
@@ -1042,6 +1145,7 @@ mod raw {
                 jira,
                 sync,
                 log,
+                secret_sources,
             })
         }
     }
@@ -1055,14 +1159,6 @@ mod raw {
             Some(v) if !v.0.trim().is_empty() => Ok(v.0.trim().to_owned()),
             Some(_) => Err(ConfigError::invalid(key, "must not be empty")),
             None => Err(ConfigError::missing(key, hint)),
-        }
-    }
-
-    fn non_empty_secret(value: String, key: &str) -> Result<SecretString, ConfigError> {
-        if value.trim().is_empty() {
-            Err(ConfigError::invalid(key, "must not be empty"))
-        } else {
-            Ok(SecretString::from(value))
         }
     }
 

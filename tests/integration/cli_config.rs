@@ -76,6 +76,9 @@ fn atlassync(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
             command.env_remove(key);
         }
     }
+    // No credentials unless a test passes its own directory: never the host's credstore.
+    let none = config.with_file_name("no-credentials");
+    command.env("CREDENTIALS_DIRECTORY", &none);
     command.envs(env.iter().copied()).env_remove("RUST_LOG");
     command.output().expect("binary runs")
 }
@@ -396,5 +399,180 @@ fn a_configuration_that_only_compresses_the_documented_lifetimes_is_valid() {
     assert_rejected(
         atlassync(&broken, &[], &["check-config"]),
         "tokens.lease_ttl",
+    );
+}
+
+#[test]
+fn every_secret_is_read_from_the_credentials_directory() {
+    let scratch = Scratch::new();
+    let credentials = scratch.path("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    let write = |name: &str, value: &str| std::fs::write(credentials.join(name), value).unwrap();
+    write("client_secret", "cred-client-secret\n");
+    write(
+        "crypto_key",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n",
+    );
+    write("database_password", "cred-db-password\n");
+    write("admin_token", "cred-admin-token\n");
+    write("webhook_secret", "cred-webhook-secret\n");
+    // Not one secret in the file: they all come from the credentials.
+    let without_secrets = |t: String| {
+        t.lines()
+            .filter(|l| !l.starts_with("client_secret_file") && !l.starts_with("key_file"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n[alerts]\nwebhook_url = \"https://hooks.example.com/x\"\n"
+    };
+    let config = scratch.config(without_secrets);
+    let dir = credentials.to_str().unwrap();
+    let output = atlassync(
+        &config,
+        &[("CREDENTIALS_DIRECTORY", dir)],
+        &["check-config"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for (key, name) in [
+        ("atlassian.client_secret", "client_secret"),
+        ("crypto.key_file", "crypto_key"),
+        ("database.password", "database_password"),
+        ("http.admin_token", "admin_token"),
+        ("alerts.webhook_secret", "webhook_secret"),
+    ] {
+        let from = format!("{key}: ");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&from))
+            .unwrap_or_else(|| panic!("no source for {key} in: {stdout}"));
+        assert!(
+            line.ends_with(&credentials.join(name).display().to_string()),
+            "{line}"
+        );
+    }
+    assert!(
+        !stdout.contains("cred-") && !stderr.contains("cred-"),
+        "{stdout}{stderr}"
+    );
+
+    // The whole database URL may be a credential too, when the file has none.
+    std::fs::remove_file(credentials.join("database_password")).unwrap();
+    write(
+        "database_url",
+        "postgres://atlassync:pw@db.example.com/atlassync\n",
+    );
+    let without_url = scratch.config(|t| {
+        t.lines()
+            .filter(|l| !l.starts_with("url = ") && !l.starts_with("client_secret_file"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let output = atlassync(
+        &without_url,
+        &[("CREDENTIALS_DIRECTORY", dir)],
+        &["check-config"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "database.url: credential {}",
+            credentials.join("database_url").display()
+        )),
+        "{stdout}"
+    );
+
+    // A key set in the file wins over the credential; `<key>_file` works like it.
+    let token_file = scratch.path("token");
+    std::fs::write(&token_file, "file-admin-token\n").unwrap();
+    let with_file = scratch.config(|t| {
+        t.replace(
+            "[http]",
+            &format!("[http]\nadmin_token_file = \"{}\"", token_file.display()),
+        )
+    });
+    let output = atlassync(
+        &with_file,
+        &[("CREDENTIALS_DIRECTORY", dir)],
+        &["check-config"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("http.admin_token: file {}", token_file.display())),
+        "{stdout}"
+    );
+
+    // A broken credential is named, with its key.
+    let config = scratch.config(without_secrets);
+    write("client_secret", "  \n");
+    let output = atlassync(
+        &config,
+        &[("CREDENTIALS_DIRECTORY", dir)],
+        &["check-config"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_rejected(output, "atlassian.client_secret");
+    assert!(
+        stderr.contains(&credentials.join("client_secret").display().to_string()),
+        "{stderr}"
+    );
+    // And a missing one says where it was looked for.
+    std::fs::remove_file(credentials.join("client_secret")).unwrap();
+    let output = atlassync(
+        &config,
+        &[("CREDENTIALS_DIRECTORY", dir)],
+        &["check-config"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_rejected(output, "atlassian.client_secret");
+    assert!(stderr.contains("credential `client_secret`"), "{stderr}");
+}
+
+#[test]
+fn a_stray_atlassync_variable_is_refused_naming_it_and_the_nearest_key() {
+    let scratch = Scratch::new();
+    let config = scratch.config(|t| t);
+    let output = atlassync(
+        &config,
+        &[("ATLASSYNC_TOKENS__REFRESH_MARGN", "10m")],
+        &["check-config"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`ATLASSYNC_TOKENS__REFRESH_MARGN`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("did you mean `ATLASSYNC_TOKENS__REFRESH_MARGIN`"),
+        "{stderr}"
+    );
+    // Every command refuses it, the daemon first of all.
+    let output = atlassync(
+        &config,
+        &[("ATLASSYNC_DATABASE_URL", "postgres://elsewhere/db")],
+        &["run"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`ATLASSYNC_DATABASE__URL`"), "{stderr}");
+
+    // The emulator's own variable is not a configuration key and is let through.
+    let output = atlassync(
+        &config,
+        &[("ATLASSYNC_EMULATOR_CLIENT_SECRET", "s")],
+        &["check-config"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
