@@ -6,14 +6,20 @@
 //!
 //! 1. Limit A: the emulator's serve rate of `search/jql` pages (same JQL, fields and page
 //!    size as the sync), bodies downloaded and discarded.
-//! 2. Limit B: a raw `COPY` of the same rows into a table shaped like `jira_issues`.
+//! 2. Limit B: one plain `COPY jira_issues_baseline (…) FROM STDIN` (text format, streamed in
+//!    256 KiB messages, data prepared before the clock starts) of the same typed columns and
+//!    raw JSON text the sync writes, into an empty table with `jira_issues`'s columns and
+//!    primary key; checked row for row against what the sync stored. Variants: one message,
+//!    with the `(cloud_id, updated_at)` index, lz4.
 //! 3. The real first sync (`Syncer::run_once`) from an empty `jira_issues`, and its ratio to
-//!    min(A, B), with a breakdown of where the time goes (parse, UNNEST upsert, points
+//!    min(A, B), its time to first row and its Postgres CPU per 100,000 issues against the
+//!    COPY's, with a breakdown of where the time goes (parse, UNNEST upsert, points
 //!    bookkeeping) and two alternative write strategies for comparison.
 //! 4. Peak RSS of a fresh process syncing 10,000 and 100,000 issues, with the emulator in
 //!    the same process and in its own (`atlassync emulator`) process.
 //!
 //! `BENCH_SYNC_ISSUES` overrides the issue count of parts 1–3 (default 100,000);
+//! `BENCH_SYNC_MEMORY=0` skips part 4;
 //! `BENCH_SYNC_CHILD_PREFETCH=1` makes each part-4 child page through once before syncing
 //! (a diagnostic). The whole machine's load shows in every figure: the load average is printed.
 
@@ -48,6 +54,17 @@ const DEFAULT_ISSUES: usize = 100_000;
 const PROJECT: &str = "ENG";
 const COLUMNS: &str = "cloud_id, issue_id, issue_key, project_key, summary, status, issue_type, \
                        assignee_account_id, created_at, updated_at, deleted_at, raw, synced_at";
+/// The columns `store::jira_issues::upsert_issues` writes (`deleted_at` is NULL there and here).
+const BASELINE_COLUMNS: &str = "cloud_id, issue_id, issue_key, project_key, summary, status, issue_type, \
+                                assignee_account_id, created_at, updated_at, raw, synced_at, \
+                                status_category, priority, resolution, resolved_at, \
+                                reporter_account_id, parent_key, labels";
+/// Limit B's table: `jira_issues`'s columns, defaults, storage and compression, and its primary
+/// key; no other index.
+const BASELINE_TABLE: &str = "CREATE TABLE jira_issues_baseline (LIKE jira_issues INCLUDING DEFAULTS \
+                              INCLUDING STORAGE INCLUDING COMPRESSION, PRIMARY KEY (cloud_id, issue_id))";
+/// Bytes per `CopyData` message of limit B (psql streams in small pieces the same way).
+const COPY_CHUNK: usize = 256 * 1024;
 
 fn main() -> ExitCode {
     let Ok(database_url) = std::env::var("DATABASE_URL") else {
@@ -135,17 +152,23 @@ async fn find_postmaster(pool: &PgPool) {
     }
 }
 
+/// The bench's database in this process, once created: its backends' process titles name it.
+static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// CPU seconds of the bench's Postgres server: the postmaster, the children it has reaped
-/// (exited backends), and its live children (backends, autovacuum, checkpointer, ...). Other
-/// Postgres servers on the machine are not counted.
-fn postgres_cpu() -> f64 {
+/// (exited backends), and its live children (backends, autovacuum, checkpointer, ...); and of
+/// those, the live backends connected to this process's bench database (their process title,
+/// `/proc/PID/cmdline`, names it). Other Postgres servers on the machine are not counted;
+/// other sessions on the same server are, in the first figure only.
+fn postgres_cpu() -> (f64, f64) {
     let Some(postmaster) = POSTMASTER.get().copied() else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let mut ticks = match stat_of(&postmaster.to_string()) {
         Some((_, f)) => f[11..15].iter().sum::<u64>(),
-        None => return 0.0,
+        None => return (0.0, 0.0),
     };
+    let mut db_ticks = 0u64;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.filter_map(Result::ok) {
             let Some(pid) = entry.file_name().to_str().map(str::to_owned) else {
@@ -158,10 +181,16 @@ fn postgres_cpu() -> f64 {
                 && f.get(1).copied() == Some(u64::from(postmaster))
             {
                 ticks += f[11] + f[12];
+                if let Some(db) = DATABASE.get()
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(db.as_str()))
+                {
+                    db_ticks += f[11] + f[12];
+                }
             }
         }
     }
-    ticks as f64 / 100.0
+    (ticks as f64 / 100.0, db_ticks as f64 / 100.0)
 }
 
 fn load_average() -> String {
@@ -175,6 +204,7 @@ struct Meter {
     started: Instant,
     cpu: f64,
     pg: f64,
+    db: f64,
     other: Option<(String, f64)>,
 }
 
@@ -183,6 +213,8 @@ struct Measured {
     wall: f64,
     cpu: f64,
     pg: f64,
+    /// Postgres CPU of the live backends of the bench database only (part of `pg`).
+    db: f64,
     other: f64,
 }
 
@@ -197,9 +229,11 @@ impl Meter {
             let cpu = cpu_of(&pid).unwrap_or(0.0);
             (pid, cpu)
         });
+        let (pg, db) = postgres_cpu();
         Self {
             cpu: cpu_of("self").unwrap_or(0.0),
-            pg: postgres_cpu(),
+            pg,
+            db,
             other,
             started: Instant::now(),
         }
@@ -207,10 +241,12 @@ impl Meter {
 
     fn stop(&self) -> Measured {
         let wall = self.started.elapsed().as_secs_f64();
+        let (pg, db) = postgres_cpu();
         Measured {
             wall,
             cpu: cpu_of("self").unwrap_or(0.0) - self.cpu,
-            pg: postgres_cpu() - self.pg,
+            pg: pg - self.pg,
+            db: db - self.db,
             other: self
                 .other
                 .as_ref()
@@ -228,11 +264,12 @@ impl Measured {
     /// "12.3 s  8,130 issues/s  [cpu: bench 1.2 s, postgres 0.8 s]".
     fn line(&self, n: usize) -> String {
         format!(
-            "{:7.2} s {:>9} issues/s   [cpu s: this process {:.1}, postgres {:.1}; {:.0}% of 2 cores]",
+            "{:7.2} s {:>9} issues/s   [cpu s: this process {:.1}, postgres {:.2} (bench db backends {:.2}); {:.0}% of 2 cores]",
             self.wall,
             thousands(self.rate(n)),
             self.cpu,
             self.pg,
+            self.db,
             100.0 * (self.cpu + self.pg + self.other) / (2.0 * self.wall.max(1e-9)),
         )
     }
@@ -282,6 +319,7 @@ impl BenchDb {
             .await?;
         atlassync::store::migrate(&pool).await?;
         find_postmaster(&pool).await;
+        let _ = DATABASE.set(name.clone());
         Ok(Self { server, name, pool })
     }
 
@@ -421,11 +459,32 @@ fn bench_user(cloud: &str) -> NewUser {
     }
 }
 
-/// Runs the first incremental sync; checks every issue landed.
-async fn first_sync(world: &World, n: usize, other: Option<u32>) -> anyhow::Result<Measured> {
+/// Runs the first incremental sync; checks every issue landed. Also returns the time to the
+/// first committed row, polled every 5 ms on a connection of its own (stops at the first row).
+async fn first_sync(
+    world: &World,
+    n: usize,
+    other: Option<u32>,
+) -> anyhow::Result<(Measured, Option<f64>)> {
     let pool = &world.app().pool;
     checkpoint(pool).await;
+    let mut probe = PgConnection::connect_with(&pool.connect_options()).await?;
     let meter = Meter::start_with(other);
+    let t0 = Instant::now();
+    let poll = tokio::spawn(async move {
+        while t0.elapsed() < Duration::from_secs(900) {
+            let seen: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jira_issues)")
+                .fetch_one(&mut probe)
+                .await
+                .ok()?;
+            if seen {
+                return Some(t0.elapsed().as_secs_f64());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    });
+    let abort = poll.abort_handle();
     let report = world
         .syncer
         .run_once(
@@ -435,12 +494,18 @@ async fn first_sync(world: &World, n: usize, other: Option<u32>) -> anyhow::Resu
         )
         .await?;
     let measured = meter.stop();
+    let first_row = tokio::time::timeout(Duration::from_secs(2), poll)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    abort.abort();
     ensure!(report.ok == 1, "the sync did not succeed: {report:?}");
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM jira_issues")
         .fetch_one(pool)
         .await?;
     ensure!(stored as usize == n, "{stored} issues stored, {n} expected");
-    Ok(measured)
+    Ok((measured, first_row))
 }
 
 // ----- the parent: limits, the real sync, the breakdown, then the memory children --------------
@@ -472,7 +537,11 @@ async fn parent(database_url: &str) -> anyhow::Result<()> {
     let result = throughput(&db.pool, n).await;
     db.drop_database().await;
     result?;
-    memory(database_url).await?;
+    if std::env::var("BENCH_SYNC_MEMORY").as_deref() == Ok("0") {
+        println!("\n4. (skipped: BENCH_SYNC_MEMORY=0)");
+    } else {
+        memory(database_url).await?;
+    }
     println!("\nload average at the end: {}", load_average());
     Ok(())
 }
@@ -506,7 +575,7 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
 
     // 3. The real thing, early, while this process's heap is still as fresh as a daemon's.
     let sync_load = load_average();
-    let sync = first_sync(&world, n, None).await?;
+    let (sync, first_row) = first_sync(&world, n, None).await?;
     let (requests, points): (i32, i32) = sqlx::query_as(
         "SELECT requests, points_used FROM sync_runs WHERE kind = 'jira_incremental' ORDER BY id DESC LIMIT 1",
     )
@@ -542,75 +611,92 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     }
     let reserialize = meter.stop();
 
-    // 2. Limit B.
+    // 2. Limit B: one plain COPY (text format) of the rows the sync writes, typed columns and
+    // raw JSON text, into an empty table with jira_issues's columns and primary key, streamed
+    // in 256 KiB CopyData messages on a connection acquired beforehand. The data is prepared
+    // before the clock starts, as a COPY of a ready-made file would have it.
     let now = Utc::now();
     let meter = Meter::start();
-    let mut csv = Vec::with_capacity(bytes as usize);
+    let mut copy_data = Vec::with_capacity(bytes as usize);
     for row in &rows {
-        encode_csv(&mut csv, &world.cloud, row, now);
+        encode_copy_text(&mut copy_data, &world.cloud, row, now);
     }
     let encode = meter.stop();
-    sqlx::query("CREATE TABLE bench_copy (LIKE jira_issues INCLUDING ALL)")
-        .execute(pool)
-        .await?;
-    checkpoint(pool).await;
-    let meter = Meter::start();
-    let copied = {
-        let mut conn = pool.acquire().await?;
-        let mut copy = conn
-            .copy_in_raw(&format!(
-                "COPY bench_copy ({COLUMNS}) FROM STDIN WITH (FORMAT csv)"
-            ))
-            .await?;
-        copy.send(csv.as_slice()).await?;
-        copy.finish().await?
-    };
-    let limit_b = meter.stop();
-    ensure!(copied as usize == n, "COPY wrote {copied} rows");
+    let (limit_b, b_backend) =
+        copy_baseline(pool, &copy_data, BASELINE_TABLE, COPY_CHUNK, n).await?;
+    // The COPY must have stored what the sync stored (jira_issues holds the sync's rows).
+    let same: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jira_issues_baseline b JOIN jira_issues j USING (cloud_id, issue_id)
+         WHERE (b.issue_key, b.project_key, b.summary, b.status, b.issue_type, b.assignee_account_id,
+                b.created_at, b.updated_at, b.deleted_at, b.raw, b.status_category, b.priority,
+                b.resolution, b.resolved_at, b.reporter_account_id, b.parent_key, b.labels)
+           IS NOT DISTINCT FROM
+               (j.issue_key, j.project_key, j.summary, j.status, j.issue_type, j.assignee_account_id,
+                j.created_at, j.updated_at, j.deleted_at, j.raw, j.status_category, j.priority,
+                j.resolution, j.resolved_at, j.reporter_account_id, j.parent_key, j.labels)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let sizes: (i64, i64) = sqlx::query_as(
+        "SELECT pg_total_relation_size('jira_issues_baseline'), pg_total_relation_size('jira_issues')",
+    )
+    .fetch_one(pool)
+    .await?;
     println!(
-        "\n2. Limit B  raw COPY (csv, {:.0} MB) into a table LIKE jira_issues INCLUDING ALL\n   {}\n   (encoding the CSV beforehand: {:.2} s)",
-        csv.len() as f64 / 1e6,
+        "\n2. Limit B  one plain COPY … FROM STDIN (text format, {:.0} MB in {} KiB messages) of the 19 columns\n   the sync writes into an empty table with jira_issues's columns and primary key\n   {}\n   (its backend alone: {:.2} cpu s; encoding the data beforehand, untimed: {:.2} s;\n   rows equal to the sync's in every column but synced_at: {same} of {n}; table {:.0} MB vs jira_issues {:.0} MB)",
+        copy_data.len() as f64 / 1e6,
+        COPY_CHUNK / 1024,
         limit_b.line(n),
-        encode.wall
+        b_backend,
+        encode.wall,
+        sizes.0 as f64 / 1e6,
+        sizes.1 as f64 / 1e6,
     );
-    sqlx::query("DROP TABLE bench_copy").execute(pool).await?;
-    let lz4 = async {
-        sqlx::raw_sql(
-            "CREATE TABLE bench_copy (LIKE jira_issues INCLUDING ALL);
-             ALTER TABLE bench_copy ALTER COLUMN raw SET COMPRESSION lz4",
-        )
+    println!("   variants, for comparison:");
+    let (one, one_backend) = copy_baseline(pool, &copy_data, BASELINE_TABLE, usize::MAX, n).await?;
+    println!(
+        "   - the same data as one CopyData message (how this bench used to send it):\n     {}  (backend {:.2} s)",
+        one.line(n),
+        one_backend
+    );
+    let indexed =
+        format!("{BASELINE_TABLE}; CREATE INDEX ON jira_issues_baseline (cloud_id, updated_at)");
+    let (ix, ix_backend) = copy_baseline(pool, &copy_data, &indexed, COPY_CHUNK, n).await?;
+    println!(
+        "   - with jira_issues's (cloud_id, updated_at) index too:\n     {}  (backend {:.2} s)",
+        ix.line(n),
+        ix_backend
+    );
+    let lz4 = format!(
+        "{BASELINE_TABLE}; ALTER TABLE jira_issues_baseline ALTER COLUMN raw SET COMPRESSION lz4"
+    );
+    match copy_baseline(pool, &copy_data, &lz4, COPY_CHUNK, n).await {
+        Ok((m, backend)) => println!(
+            "   - with raw compressed by lz4 instead of pglz:\n     {}  (backend {:.2} s)",
+            m.line(n),
+            backend
+        ),
+        Err(e) => println!("   - (lz4 variant unavailable: {e})"),
+    }
+    sqlx::query("DROP TABLE IF EXISTS jira_issues_baseline")
         .execute(pool)
         .await?;
-        checkpoint(pool).await;
-        let meter = Meter::start();
-        let mut conn = pool.acquire().await?;
-        let mut copy = conn
-            .copy_in_raw(&format!(
-                "COPY bench_copy ({COLUMNS}) FROM STDIN WITH (FORMAT csv)"
-            ))
-            .await?;
-        copy.send(csv.as_slice()).await?;
-        copy.finish().await?;
-        let measured = meter.stop();
-        drop(conn);
-        sqlx::query("DROP TABLE bench_copy").execute(pool).await?;
-        anyhow::Ok(measured)
-    };
-    match lz4.await {
-        Ok(m) => println!(
-            "   the same with raw compressed by lz4 instead of pglz:\n   {}",
-            m.line(n)
-        ),
-        Err(e) => println!("   (lz4 variant unavailable: {e})"),
-    }
-    drop(csv);
+    drop(copy_data);
 
     let limit = limit_a.rate(n).min(limit_b.rate(n));
+    let per_100k = 100_000.0 / n as f64;
     println!(
-        "\n3. First sync (Syncer::run_once, {requests} requests, {points} points; load average before: {sync_load})\n   {}\n   ratio to min(A, B) = {} issues/s: {:.2}  (goal ≥ 0.80)",
+        "\n3. First sync (Syncer::run_once, {requests} requests, {points} points; load average before: {sync_load})\n   {}\n   ratio to min(A, B) = {} issues/s: {:.2}  (goal ≥ 0.80)\n   time to first row: {}\n   postgres cpu s per 100,000 issues: sync {:.2} vs plain COPY {:.2} = {:.2}x (whole server); bench db backends {:.2} vs {:.2} = {:.2}x  (goal ≤ 1.3x)",
         sync.line(n),
         thousands(limit),
-        sync.rate(n) / limit
+        sync.rate(n) / limit,
+        first_row.map_or("not seen".to_owned(), |t| format!("{t:.3} s")),
+        sync.pg * per_100k,
+        limit_b.pg * per_100k,
+        sync.pg / limit_b.pg.max(1e-9),
+        sync.db * per_100k,
+        limit_b.db * per_100k,
+        sync.db / limit_b.db.max(1e-9),
     );
 
     // Breakdown: the sync's components, one at a time.
@@ -777,6 +863,119 @@ fn encode_csv(out: &mut Vec<u8>, cloud: &str, row: &IssueRow, now: DateTime<Utc>
     out.push(b'\n');
 }
 
+/// One field of `COPY … FROM STDIN` text format: `\N` for NULL, else the text with backslash,
+/// newline, carriage return and tab escaped.
+fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
+    let Some(text) = value else {
+        out.extend_from_slice(b"\\N");
+        return;
+    };
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// A `text[]` literal: `{"a","b \"c\""}`.
+fn array_literal(items: &[String]) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// One row of [`BASELINE_COLUMNS`] in COPY text format: the values `upsert_issues` binds, with
+/// the issue's raw JSON text as it came (the server parses it into jsonb, as in the sync).
+fn encode_copy_text(out: &mut Vec<u8>, cloud: &str, row: &IssueRow, now: DateTime<Utc>) {
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+    let fields: [Option<String>; 19] = [
+        Some(cloud.to_owned()),
+        Some(row.issue_id.clone()),
+        Some(row.issue_key.clone()),
+        row.project_key.clone(),
+        row.summary.clone(),
+        row.status.clone(),
+        row.issue_type.clone(),
+        row.assignee_account_id.clone(),
+        time(row.created_at),
+        time(row.updated_at),
+        Some(row.raw.get().to_owned()),
+        Some(now.to_rfc3339()),
+        row.status_category.clone(),
+        row.priority.clone(),
+        row.resolution.clone(),
+        time(row.resolved_at),
+        row.reporter_account_id.clone(),
+        row.parent_key.clone(),
+        Some(array_literal(&row.labels)),
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        copy_text(out, field.as_deref());
+    }
+    out.push(b'\n');
+}
+
+/// (Re)creates `jira_issues_baseline` with `setup`, then times one `COPY … FROM STDIN` of
+/// `data` sent in `chunk`-byte messages on a connection acquired beforehand. Returns the
+/// measurement and the CPU seconds of that connection's backend.
+async fn copy_baseline(
+    pool: &PgPool,
+    data: &[u8],
+    setup: &str,
+    chunk: usize,
+    n: usize,
+) -> anyhow::Result<(Measured, f64)> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS jira_issues_baseline; {setup}"
+    )))
+    .execute(pool)
+    .await?;
+    checkpoint(pool).await;
+    let mut conn = pool.acquire().await?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let backend = backend.to_string();
+    let before = cpu_of(&backend).unwrap_or(0.0);
+    let meter = Meter::start();
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY jira_issues_baseline ({BASELINE_COLUMNS}) FROM STDIN"
+        ))
+        .await?;
+    for piece in data.chunks(chunk) {
+        copy.send(piece).await?;
+    }
+    let copied = copy.finish().await?;
+    let measured = meter.stop();
+    let backend_cpu = cpu_of(&backend).unwrap_or(0.0) - before;
+    ensure!(
+        copied as usize == n,
+        "COPY wrote {copied} rows, {n} expected"
+    );
+    Ok((measured, backend_cpu))
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Write {
     /// `store::upsert_issues` + `advance_watermark` in one tx per batch (the sync's commit).
@@ -894,9 +1093,10 @@ async fn memory(database_url: &str) -> anyhow::Result<()> {
     for n in [10_000usize, 100_000] {
         let r = run_child(&me, database_url, &[n.to_string()]).await?;
         println!(
-            "      {n:>7} issues: sync {:6.2} s {:>7} issues/s | RSS after setup {} | peak during sync {} | peak overall {}",
+            "      {n:>7} issues: sync {:6.2} s {:>7} issues/s, first row {} s | RSS after setup {} | peak during sync {} | peak overall {}",
             r["sync_s"].parse::<f64>().unwrap_or(0.0),
             thousands(r["rate"].parse().unwrap_or(0.0)),
+            r.get("first_row_s").map_or("?", String::as_str),
             mb(r["rss_setup_kb"].parse().unwrap_or(0)),
             mb(r["hwm_sync_kb"].parse().unwrap_or(0)),
             mb(r["hwm_total_kb"].parse().unwrap_or(0)),
@@ -1098,7 +1298,7 @@ async fn child(database_url: &str, args: &[String]) -> anyhow::Result<()> {
         let rss_setup = status_kb("self", "VmRSS:");
         let hwm_setup = status_kb("self", "VmHWM:");
         let reset = reset_peak_rss();
-        let sync = first_sync(&world, n, other_pid).await?;
+        let (sync, first_row) = first_sync(&world, n, other_pid).await?;
         let hwm_sync = status_kb("self", "VmHWM:");
         let (requests, points): (i32, i32) = sqlx::query_as(
             "SELECT requests, points_used FROM sync_runs WHERE kind = 'jira_incremental' ORDER BY id DESC LIMIT 1",
@@ -1106,9 +1306,10 @@ async fn child(database_url: &str, args: &[String]) -> anyhow::Result<()> {
         .fetch_one(&db.pool)
         .await?;
         println!(
-            "CHILD n={n} requests={requests} points={points} sync_s={:.3} rate={:.0} cpu_s={:.1} pg_s={:.1} other_cpu_s={:.1} rss_setup_kb={rss_setup} hwm_setup_kb={hwm_setup} hwm_sync_kb={} hwm_total_kb={}",
+            "CHILD n={n} requests={requests} points={points} sync_s={:.3} rate={:.0} first_row_s={:.3} cpu_s={:.1} pg_s={:.1} other_cpu_s={:.1} rss_setup_kb={rss_setup} hwm_setup_kb={hwm_setup} hwm_sync_kb={} hwm_total_kb={}",
             sync.wall,
             sync.rate(n),
+            first_row.unwrap_or(-1.0),
             sync.cpu,
             sync.pg,
             sync.other,

@@ -15,12 +15,15 @@ use std::collections::{HashMap, HashSet};
 
 use crate::app::App;
 use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS};
+use crate::domain::SyncKind;
 use crate::jobs::deletion_guard::{self, Verdict};
 use crate::jobs::jira_sync::MAX_EMPTY_PAGES;
+use crate::jobs::sync::RUN_LEASE;
 use crate::pacing::{CallError, SiteSession};
 use crate::store::jira_fields::{self, FieldRow};
 use crate::store::jira_issues;
 use crate::store::sync_runs::RunTotals;
+use crate::store::synced_sites;
 use crate::store::synced_sites::SyncedSite;
 
 /// Reconciles the issues of `site`.
@@ -43,6 +46,13 @@ pub async fn reconcile(
     sync_fields(app, session, site).await?;
     let restriction = app.config.jira.jql_for(&site.cloud_id);
     let remote = census(session, restriction).await?;
+    {
+        // The census may take a while on a large site: the run is still alive.
+        let mut conn = app.pool.acquire().await?;
+        let until = app.clock.now() + RUN_LEASE;
+        synced_sites::renew_run_lease(&mut conn, &site.key(), SyncKind::JiraReconcile, until)
+            .await?;
+    }
 
     let local: HashMap<String, bool> = {
         let mut conn = app.pool.acquire().await?;

@@ -13,7 +13,8 @@ use chrono_tz::Tz;
 
 use crate::app::App;
 use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS};
-use crate::domain::{CloudId, IssueRow};
+use crate::domain::{CloudId, IssueRow, Product, SiteKey, SyncKind};
+use crate::jobs::sync::RUN_LEASE;
 use crate::pacing::{CallError, SiteSession};
 use crate::store::sync_runs::RunTotals;
 use crate::store::synced_sites::SyncedSite;
@@ -208,9 +209,15 @@ async fn commit_page(
     watermark: DateTime<Utc>,
 ) -> Result<jira_issues::Stored, CallError> {
     let mut tx = app.pool.begin().await?;
-    let written =
-        jira_issues::upsert_or_set_aside(&mut tx, cloud_id, rows, app.clock.now()).await?;
+    let now = app.clock.now();
+    let written = jira_issues::upsert_or_set_aside(&mut tx, cloud_id, rows, now).await?;
     synced_sites::advance_watermark(&mut tx, cloud_id, watermark).await?;
+    let site = SiteKey {
+        cloud_id: cloud_id.clone(),
+        product: Product::Jira,
+    };
+    synced_sites::renew_run_lease(&mut tx, &site, SyncKind::JiraIncremental, now + RUN_LEASE)
+        .await?;
     tx.commit().await?;
     Ok(written)
 }

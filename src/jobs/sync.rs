@@ -20,6 +20,10 @@ use crate::store::synced_sites::SyncedSite;
 use crate::store::{sync_runs, synced_sites};
 
 const BATCH: i64 = 8;
+
+/// How long a claimed site's run is its own: renewed as the run commits, released when it
+/// ends; a crashed run's site is free again after this.
+pub const RUN_LEASE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 const CONCURRENCY: usize = 2;
 
 /// What one pass did.
@@ -75,14 +79,16 @@ impl Syncer {
         while !stop.is_cancelled() {
             let sites = {
                 let mut conn = self.app.pool.acquire().await?;
-                synced_sites::claim_sites(&mut conn, kind, tick, BATCH).await?
+                let now = self.app.clock.now();
+                synced_sites::claim_sites(&mut conn, kind, tick, BATCH, now, now + RUN_LEASE)
+                    .await?
             };
             if sites.is_empty() {
                 break;
             }
             let count = sites.len();
             let runs: Vec<_> = futures_util::stream::iter(sites)
-                .map(|site| self.run_site(kind, site))
+                .map(|site| self.run_claimed(kind, site))
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
@@ -223,6 +229,19 @@ impl Syncer {
             tracing::info!(site.cloud_id = %cloud_id, site.product = %product, ?old, ?new, "site elected a grant");
         }
         Ok(())
+    }
+
+    /// Runs a site this process claimed, then releases its lease.
+    async fn run_claimed(
+        &self,
+        kind: SyncKind,
+        site: SyncedSite,
+    ) -> Result<(Outcome, RunTotals), sqlx::Error> {
+        let key = site.key();
+        let run = self.run_site(kind, site).await;
+        let mut conn = self.app.pool.acquire().await?;
+        synced_sites::release_run_lease(&mut conn, &key, kind).await?;
+        run
     }
 
     /// Runs one site, handing it over once if its grant needs a new consent.

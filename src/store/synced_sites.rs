@@ -132,6 +132,8 @@ pub async fn claim_sites(
     kind: SyncKind,
     tick: DateTime<Utc>,
     limit: i64,
+    now: DateTime<Utc>,
+    leased_until: DateTime<Utc>,
 ) -> Result<Vec<SyncedSite>, sqlx::Error> {
     let query = match kind {
         SyncKind::JiraReconcile => {
@@ -139,8 +141,9 @@ pub async fn claim_sites(
                 SELECT cloud_id, product FROM synced_sites
                 WHERE product = $1 AND elected_grant_id IS NOT NULL
                   AND (reconciled_for IS NULL OR reconciled_for < $2)
+                  AND (reconcile_leased_until IS NULL OR reconcile_leased_until < $4)
                 ORDER BY reconciled_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)
-             UPDATE synced_sites ss SET reconciled_for = $2 FROM due
+             UPDATE synced_sites ss SET reconciled_for = $2, reconcile_leased_until = $5 FROM due
              WHERE ss.cloud_id = due.cloud_id AND ss.product = due.product
              RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark,
                        ss.jira_rescanned_at, ss.jira_time_zone, ss.jira_time_zone_grant, ss.jira_time_zone_at"
@@ -150,8 +153,9 @@ pub async fn claim_sites(
                 SELECT cloud_id, product FROM synced_sites
                 WHERE product = $1 AND elected_grant_id IS NOT NULL
                   AND (synced_for IS NULL OR synced_for < $2)
+                  AND (sync_leased_until IS NULL OR sync_leased_until < $4)
                 ORDER BY synced_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)
-             UPDATE synced_sites ss SET synced_for = $2 FROM due
+             UPDATE synced_sites ss SET synced_for = $2, sync_leased_until = $5 FROM due
              WHERE ss.cloud_id = due.cloud_id AND ss.product = due.product
              RETURNING ss.cloud_id, ss.product, ss.name, ss.url, ss.elected_grant_id, ss.pinned_grant_id, ss.jira_watermark,
                        ss.jira_rescanned_at, ss.jira_time_zone, ss.jira_time_zone_grant, ss.jira_time_zone_at"
@@ -161,8 +165,54 @@ pub async fn claim_sites(
         .bind(kind.product())
         .bind(tick)
         .bind(limit)
+        .bind(now)
+        .bind(leased_until)
         .fetch_all(conn)
         .await
+}
+
+/// Extends the lease of a site's running `kind` (a long run shows it is alive).
+pub async fn renew_run_lease(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+    kind: SyncKind,
+    leased_until: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let query = match kind {
+        SyncKind::JiraReconcile => {
+            "UPDATE synced_sites SET reconcile_leased_until = $3 WHERE cloud_id = $1 AND product = $2"
+        }
+        _ => "UPDATE synced_sites SET sync_leased_until = $3 WHERE cloud_id = $1 AND product = $2",
+    };
+    sqlx::query(query)
+        .bind(&site.cloud_id)
+        .bind(site.product)
+        .bind(leased_until)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Releases the lease of a site's `kind` when its run ends.
+pub async fn release_run_lease(
+    conn: &mut PgConnection,
+    site: &SiteKey,
+    kind: SyncKind,
+) -> Result<(), sqlx::Error> {
+    let query = match kind {
+        SyncKind::JiraReconcile => {
+            "UPDATE synced_sites SET reconcile_leased_until = NULL WHERE cloud_id = $1 AND product = $2"
+        }
+        _ => {
+            "UPDATE synced_sites SET sync_leased_until = NULL WHERE cloud_id = $1 AND product = $2"
+        }
+    };
+    sqlx::query(query)
+        .bind(&site.cloud_id)
+        .bind(site.product)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Moves a site's Jira watermark forward (never back).

@@ -436,7 +436,16 @@ async fn a_change_hidden_by_index_lag_beyond_the_overlap_is_found_by_the_daily_r
 ) {
     let s = Scene::start(pool, &[]).await;
     let emulator = &s.app.sandbox.emulator;
-    emulator.create_issues(&s.cloud, "ENG", 10);
+    // Created well before the late update below, so that update is a real step back.
+    let long_ago = s.app.clock.now_for_tests() - Duration::days(2);
+    emulator.create_issues_with(
+        &s.cloud,
+        "ENG",
+        10,
+        GenerateOptions {
+            updated_at: Some(long_ago),
+        },
+    );
     s.app.clock.advance(Duration::minutes(10));
     s.run(SyncKind::JiraIncremental).await;
     // An update the index only showed much later: its `updated` is an hour before the
@@ -540,6 +549,11 @@ async fn a_tenant_quota_pauses_that_site_only(pool: PgPool) {
 #[sqlx::test]
 async fn the_budget_believes_atlassians_count_of_the_shared_pool(pool: PgPool) {
     let s = Scene::start(pool, &[]).await;
+    // Atlassian's pool resets at the top of each UTC hour: start just after one, so the
+    // spending and the sync below fall in the same hour.
+    let now = s.app.clock.now_for_tests();
+    let next_hour = atlassync::pacing::hour_start(now) + Duration::hours(1);
+    s.app.clock.advance(next_hour - now + Duration::minutes(1));
     let emulator = &s.app.sandbox.emulator;
     emulator.create_issues(&s.cloud, "ENG", 20);
     emulator.set_quota(Product::Jira, Some(10_000));
@@ -612,4 +626,57 @@ async fn a_503_is_retried_no_sooner_than_its_retry_after(pool: PgPool) {
         waited >= 5_000,
         "retried after {waited} ms; Retry-After said 5 s"
     );
+}
+
+#[sqlx::test]
+async fn a_run_longer_than_its_tick_is_not_claimed_again_while_it_goes_on(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 300);
+    s.app.clock.advance(Duration::minutes(10));
+    // Every page is slow: replica A's run outlasts the next schedule tick.
+    emulator.inject_fault(
+        Fault::new(
+            FaultKind::Latency { millis: 400 },
+            format!("/ex/jira/{}/rest/api/3/search/jql", s.cloud),
+        )
+        .times(10),
+    );
+    let replica = |name: &str| {
+        Syncer::new(
+            s.app.sandbox.app.clone(),
+            atlassync::lifecycle::Refresher::new(s.app.sandbox.app.clone(), name),
+        )
+    };
+    let (a, b) = (replica("replica-a"), replica("replica-b"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first_tick = s.app.clock.now_for_tests();
+    let running = a.run_once(SyncKind::JiraIncremental, first_tick, &stop);
+    let second = async {
+        // The next tick comes while A is still reading pages.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        s.app.clock.advance(Duration::minutes(5));
+        b.run_once(
+            SyncKind::JiraIncremental,
+            s.app.clock.now_for_tests(),
+            &stop,
+        )
+        .await
+        .unwrap()
+    };
+    let (first, second) = tokio::join!(running, second);
+    assert_eq!(first.unwrap().ok, 1);
+    assert_eq!(second.sites, 0, "B left the site to A: {second:?}");
+    // Once A is done, the site is free for the next tick.
+    s.app.clock.advance(Duration::minutes(5));
+    let third = b
+        .run_once(
+            SyncKind::JiraIncremental,
+            s.app.clock.now_for_tests(),
+            &stop,
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.ok, 1, "{third:?}");
+    assert_eq!(s.live_ids().await.len(), 300);
 }
