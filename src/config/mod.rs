@@ -169,6 +169,13 @@ pub struct SyncConfig {
     /// deletion for an operator (`sync --confirm-deletes`); 1 never holds.
     pub max_delete_fraction: f64,
 }
+
+impl SyncConfig {
+    /// The points sync may spend in one UTC hour: the quota less the reserve.
+    pub fn hourly_share(&self) -> i64 {
+        i64::from(self.points_per_hour) * (100 - i64::from(self.budget_reserve_percent)) / 100
+    }
+}
 /// `[database]`: the Postgres that holds all state.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {

@@ -40,9 +40,18 @@ pub async fn reconcile(
         let mut conn = app.pool.acquire().await?;
         jira_issues::count_issues(&mut conn, &site.cloud_id).await?
     };
-    session
-        .reserve(local_count + local_count / 5000 + 1)
-        .await?;
+    let census_points = local_count + local_count / 5000 + 1;
+    let share = app.config.sync.hourly_share();
+    if census_points > share {
+        // Waiting for a quieter hour would never help: say so, every run, instead of
+        // deferring forever while deletions go unseen.
+        return Err(CallError::TooLarge(format!(
+            "reconciling this site needs about {census_points} points in one hour, more than \
+             sync's hourly share ({share}); deletions on it are not found. Raise \
+             sync.points_per_hour if the app has a larger (Tier 2) quota"
+        )));
+    }
+    session.reserve(census_points).await?;
     sync_fields(app, session, site).await?;
     let restriction = app.config.jira.jql_for(&site.cloud_id);
     let remote = census(session, restriction).await?;

@@ -50,6 +50,9 @@ pub enum CallError {
     /// The database failed (budget, scope error or alert writes).
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
+    /// The work cannot fit the hourly points budget at all, whatever the hour.
+    #[error("{0}")]
+    TooLarge(String),
     /// A listing stopped before Atlassian said it was complete. What was read is kept (and
     /// the watermark moves only as far as it proves); nothing is deleted on its evidence.
     #[error("scan cut short ({0}); what was read is kept and the next run resumes from it")]
@@ -341,7 +344,7 @@ impl<'a> SiteSession<'a> {
             return Err(CallError::SitePaused { until });
         }
         let quota = i64::from(self.app.config.sync.points_per_hour);
-        let share = quota * (100 - i64::from(self.app.config.sync.budget_reserve_percent)) / 100;
+        let share = self.app.config.sync.hourly_share();
         self.points_remaining = Some(quota - used);
         if used + most_points > share {
             return Err(CallError::BudgetDeferred {

@@ -680,3 +680,39 @@ async fn a_run_longer_than_its_tick_is_not_claimed_again_while_it_goes_on(pool: 
     assert_eq!(third.ok, 1, "{third:?}");
     assert_eq!(s.live_ids().await.len(), 300);
 }
+
+#[sqlx::test]
+async fn a_census_that_can_never_fit_the_hourly_share_says_so_instead_of_waiting(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 120);
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    // A share of 90 points an hour can never pay for a census of 120 issues.
+    let mut config = (*s.app.sandbox.app.config).clone();
+    config.sync.points_per_hour = 100;
+    let small = s.app.sandbox.app.reconfigured(config);
+    let syncer = Syncer::new(
+        small.clone(),
+        atlassync::lifecycle::Refresher::new(small, "small"),
+    );
+    s.app.clock.advance(Duration::hours(1));
+    let report = syncer
+        .run_once(
+            SyncKind::JiraReconcile,
+            s.app.clock.now_for_tests(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let error: String = sqlx::query_scalar(
+        "SELECT error FROM sync_runs WHERE kind = 'jira_reconcile' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(s.app.pool())
+    .await
+    .unwrap();
+    assert!(
+        error.contains("hourly share") && error.contains("deletions"),
+        "{error}"
+    );
+}
