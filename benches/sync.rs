@@ -37,7 +37,7 @@ use atlassian_emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::app::App;
 use atlassync::atlassian::jira::{self, SYNC_FIELDS, SearchPage};
 use atlassync::clock::SystemClock;
-use atlassync::domain::{CloudId, IssueRow, SyncKind};
+use atlassync::domain::{CloudId, IssueRow, SiteKey, SyncKind};
 use atlassync::jobs::jira_sync::incremental_jql;
 use atlassync::jobs::sync::Syncer;
 use atlassync::lifecycle::Refresher;
@@ -1065,15 +1065,20 @@ async fn write_pages(
     Ok(measured)
 }
 
-/// What `SiteSession` does around every request: `check_budget` (two queries) and `spend`
-/// (one upsert), each on a connection acquired from the pool.
+/// What `SiteSession` does around every request: `check_budget` (one query: the hour's
+/// spend, the app's pause and the site's pause) and `spend` (one upsert), each on a
+/// connection acquired from the pool.
 async fn points_bookkeeping(app: &App, requests: usize) -> anyhow::Result<Measured> {
     let hour = atlassync::pacing::hour_start(Utc::now());
     let meter = Meter::start();
     for _ in 0..requests {
         {
             let mut conn = app.pool.acquire().await?;
-            api_budget::budget(&mut conn, hour).await?;
+            let site = SiteKey {
+                cloud_id: CloudId::new("bench-site"),
+                product: atlassync::domain::Product::Jira,
+            };
+            api_budget::budget(&mut conn, hour, Some(&site)).await?;
         }
         let mut conn = app.pool.acquire().await?;
         api_budget::spend_points(&mut conn, hour, 101).await?;

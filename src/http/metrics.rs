@@ -29,22 +29,6 @@ const GRANT_STATUSES: [GrantStatus; 4] = [
     GrantStatus::Disabled,
 ];
 
-const ALERT_KINDS: [AlertKind; 13] = [
-    AlertKind::NeedsReauth,
-    AlertKind::FamilyExpiring,
-    AlertKind::SiteRevoked,
-    AlertKind::ScopesMissing,
-    AlertKind::Degraded,
-    AlertKind::NoSites,
-    AlertKind::InactivityExpiring,
-    AlertKind::AppCredentialsRejected,
-    AlertKind::ReauthBreaker,
-    AlertKind::SyncStale,
-    AlertKind::DeliveryFailing,
-    AlertKind::DeletesHeld,
-    AlertKind::QueryRejected,
-];
-
 /// Why the replica is not ready, if it is not.
 pub async fn unready_reason(app: &App) -> Option<String> {
     if let Err(e) = store::ping(&app.pool).await {
@@ -145,7 +129,7 @@ async fn database_metrics(app: &App, out: &mut Exposition) -> Result<(), sqlx::E
     }
 
     let open = alerts::open_counts(&mut conn).await?;
-    let by_kind: Vec<_> = ALERT_KINDS
+    let by_kind: Vec<_> = AlertKind::ALL
         .iter()
         .map(|kind| {
             let n = open
@@ -189,7 +173,7 @@ async fn database_metrics(app: &App, out: &mut Exposition) -> Result<(), sqlx::E
     );
 
     let hour = crate::pacing::hour_start(now);
-    let (used, _) = api_budget::budget(&mut conn, hour).await?;
+    let used = api_budget::budget(&mut conn, hour, None).await?.used;
     let quota = i64::from(app.config.sync.points_per_hour);
     out.gauge(
         "atlassync_api_points_used",

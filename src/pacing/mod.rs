@@ -331,11 +331,13 @@ impl<'a> SiteSession<'a> {
     async fn check_budget(&mut self, most_points: i64) -> Result<(), CallError> {
         let now = self.app.clock.now();
         let hour = hour_start(now);
-        let (used, paused, site_paused) = {
+        let api_budget::Budget {
+            used,
+            paused_until: paused,
+            site_paused_until: site_paused,
+        } = {
             let mut conn = self.app.pool.acquire().await?;
-            let (used, paused) = api_budget::budget(&mut conn, hour).await?;
-            let site_paused = synced_sites::site_paused_until(&mut conn, &self.site).await?;
-            (used, paused, site_paused)
+            api_budget::budget(&mut conn, hour, Some(&self.site)).await?
         };
         if let Some(until) = paused.filter(|until| *until > now) {
             return Err(CallError::QuotaPaused { until });

@@ -42,6 +42,23 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind (the `alerts_open` gauge shows each, at zero when none is open).
+    pub const ALL: [AlertKind; 13] = [
+        Self::NeedsReauth,
+        Self::FamilyExpiring,
+        Self::SiteRevoked,
+        Self::ScopesMissing,
+        Self::Degraded,
+        Self::NoSites,
+        Self::InactivityExpiring,
+        Self::AppCredentialsRejected,
+        Self::ReauthBreaker,
+        Self::SyncStale,
+        Self::DeliveryFailing,
+        Self::DeletesHeld,
+        Self::QueryRejected,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

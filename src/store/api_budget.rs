@@ -4,26 +4,43 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-/// The hour's budget: points used and any quota pause.
+use crate::domain::SiteKey;
+
+/// Where the points budget stands for a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    /// Points the app spent this hour (all replicas, calibrated by Atlassian's count).
+    pub used: i64,
+    /// A pause of all the app's requests (a global quota 429), possibly set in an earlier
+    /// hour and still holding.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// A pause of the one site asked about (a tenant quota 429).
+    pub site_paused_until: Option<DateTime<Utc>>,
+}
+
+/// The hour's budget, and the pause of `site` when one is given, in one round trip (it is
+/// read before every product request).
 pub async fn budget(
     conn: &mut PgConnection,
     hour_start: DateTime<Utc>,
-) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
-    let row: Option<(i64, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT points_used, paused_until FROM api_budget WHERE hour_start = $1")
-            .bind(hour_start)
-            .fetch_optional(&mut *conn)
-            .await?;
-    // A pause may have been set in an earlier hour and still hold.
-    let paused: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT max(paused_until) FROM api_budget WHERE paused_until > $1")
-            .bind(hour_start)
-            .fetch_one(conn)
-            .await?;
-    Ok((
-        row.map(|r| r.0).unwrap_or(0),
-        paused.or(row.and_then(|r| r.1)),
-    ))
+    site: Option<&SiteKey>,
+) -> Result<Budget, sqlx::Error> {
+    let (used, paused_until, site_paused_until) = sqlx::query_as(
+        "SELECT COALESCE((SELECT points_used FROM api_budget WHERE hour_start = $1), 0),
+                (SELECT max(paused_until) FROM api_budget
+                 WHERE paused_until > $1 OR hour_start = $1),
+                (SELECT quota_paused_until FROM synced_sites WHERE cloud_id = $2 AND product = $3)",
+    )
+    .bind(hour_start)
+    .bind(site.map(|s| &s.cloud_id))
+    .bind(site.map(|s| s.product))
+    .fetch_one(conn)
+    .await?;
+    Ok(Budget {
+        used,
+        paused_until,
+        site_paused_until,
+    })
 }
 
 /// Adds `points` to the hour's spend; returns the new total.

@@ -470,26 +470,6 @@ pub async fn confirm_deletions(
     .await
 }
 
-/// Makes the site due again for `kind` (its tick column cleared), so the next run takes it.
-pub async fn make_due(
-    conn: &mut PgConnection,
-    site: &SiteKey,
-    kind: SyncKind,
-) -> Result<(), sqlx::Error> {
-    let query = match kind {
-        SyncKind::JiraReconcile => {
-            "UPDATE synced_sites SET reconciled_for = NULL WHERE cloud_id = $1 AND product = $2"
-        }
-        _ => "UPDATE synced_sites SET synced_for = NULL WHERE cloud_id = $1 AND product = $2",
-    };
-    sqlx::query(query)
-        .bind(&site.cloud_id)
-        .bind(site.product)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Clears a Jira site's watermark (a full re-read at its next incremental run). Returns
 /// whether the site exists.
 pub async fn reset_watermark(
@@ -560,19 +540,4 @@ pub async fn pause_site(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Until when a site and product are paused, if they are.
-pub async fn site_paused_until(
-    conn: &mut PgConnection,
-    site: &SiteKey,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let until: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
-        "SELECT quota_paused_until FROM synced_sites WHERE cloud_id = $1 AND product = $2",
-    )
-    .bind(&site.cloud_id)
-    .bind(site.product)
-    .fetch_optional(conn)
-    .await?;
-    Ok(until.flatten())
 }
