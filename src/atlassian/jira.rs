@@ -56,6 +56,40 @@ impl SearchPage {
     }
 }
 
+/// A scan's paging: the token to send next, and the empty pages seen in a row (Atlassian may
+/// send empty pages that point on; a long run of them is a loop, not a result).
+#[derive(Debug, Default)]
+pub struct Scan {
+    sent: Option<String>,
+    empty_in_a_row: u32,
+}
+
+impl Scan {
+    /// The token to send for the next page; `None` for the first.
+    pub fn token(&self) -> Option<&str> {
+        self.sent.as_deref()
+    }
+
+    /// Where the scan stands after `page`; a `More` token is remembered for the next call.
+    pub fn after(&mut self, page: &SearchPage) -> PageEnd {
+        self.empty_in_a_row = if page.issues.is_empty() {
+            self.empty_in_a_row + 1
+        } else {
+            0
+        };
+        match page.end(self.sent.as_deref()) {
+            PageEnd::More(_) if self.empty_in_a_row >= super::MAX_EMPTY_PAGES => {
+                PageEnd::CutShort("too many empty pages in a row")
+            }
+            PageEnd::More(token) => {
+                self.sent = Some(token.clone());
+                PageEnd::More(token)
+            }
+            end => end,
+        }
+    }
+}
+
 /// The answer of `myself`, as far as a sync needs it.
 #[derive(Debug, Deserialize)]
 pub struct Myself {

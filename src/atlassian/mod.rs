@@ -23,6 +23,10 @@ use crate::domain::{AccessToken, CloudId, Product};
 use crate::telemetry::Telemetry;
 use crate::transport::{describe_transport_error, error_text, join, retry_after, withheld_body};
 
+/// Empty pages that still point on are normal in a listing; this many in a row is a loop,
+/// not a result, and ends the listing incomplete.
+pub const MAX_EMPTY_PAGES: u32 = 100;
+
 /// What a failed API call means to the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

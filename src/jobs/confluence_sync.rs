@@ -39,7 +39,7 @@ pub async fn spaces(
             Some(next) if Some(&next) == cursor.as_ref() => {
                 break Some("Confluence sent back the cursor it was given");
             }
-            Some(_) if empty_in_a_row >= crate::jobs::jira_sync::MAX_EMPTY_PAGES => {
+            Some(_) if empty_in_a_row >= crate::atlassian::MAX_EMPTY_PAGES => {
                 break Some("too many empty pages in a row");
             }
             Some(next) => cursor = Some(next),

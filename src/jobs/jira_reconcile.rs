@@ -14,10 +14,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::app::App;
-use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS};
+use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS, Scan};
 use crate::domain::SyncKind;
 use crate::jobs::deletion_guard::{self, Verdict};
-use crate::jobs::jira_sync::MAX_EMPTY_PAGES;
 use crate::jobs::sync::RUN_LEASE;
 use crate::pacing::{CallError, SiteSession};
 use crate::store::jira_fields::{self, FieldRow};
@@ -176,25 +175,14 @@ async fn census(
         None => format!("{bound} ORDER BY id ASC"),
     };
     let mut remote = HashSet::new();
-    let mut sent: Option<String> = None;
-    let mut empty_in_a_row = 0;
+    let mut scan = Scan::default();
     loop {
         let page = session
-            .call(jira::search(&jql, &["id"], 5000, sent.as_deref()))
+            .call(jira::search(&jql, &["id"], 5000, scan.token()))
             .await?;
-        empty_in_a_row = if page.issues.is_empty() {
-            empty_in_a_row + 1
-        } else {
-            0
-        };
         remote.extend(page.issues.iter().filter_map(|raw| jira::issue_id(raw)));
-        match page.end(sent.as_deref()) {
-            PageEnd::More(_) if empty_in_a_row >= MAX_EMPTY_PAGES => {
-                return Err(CallError::Incomplete(
-                    "too many empty pages in a row".into(),
-                ));
-            }
-            PageEnd::More(token) => sent = Some(token),
+        match scan.after(&page) {
+            PageEnd::More(_) => {}
             PageEnd::Complete => return Ok(remote),
             PageEnd::CutShort(why) => return Err(CallError::Incomplete(why.to_owned())),
         }

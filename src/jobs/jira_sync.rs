@@ -12,7 +12,7 @@ use chrono::{DateTime, DurationRound, LocalResult, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::app::App;
-use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS};
+use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS, Scan};
 use crate::domain::{CloudId, IssueRow, Product, SiteKey, SyncKind};
 use crate::jobs::sync::RUN_LEASE;
 use crate::pacing::{CallError, SiteSession};
@@ -22,9 +22,6 @@ use crate::store::{jira_issues, synced_sites};
 
 /// Rows per write transaction: fewer, larger commits are markedly cheaper than one per page.
 const WRITE_BATCH: usize = 1000;
-
-/// Empty pages that still point on are normal; this many in a row is a loop, not a result.
-pub const MAX_EMPTY_PAGES: u32 = 100;
 
 /// Syncs the issues of `site` updated since its watermark.
 pub async fn incremental(
@@ -62,13 +59,12 @@ pub async fn incremental(
     // order, each with the watermark its rows prove.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Batch>(2);
     let fetcher = async move {
-        let mut sent: Option<String> = None;
+        let mut scan = Scan::default();
         let mut high_water = watermark;
         let mut pending: Vec<IssueRow> = Vec::new();
-        let mut empty_in_a_row = 0;
         loop {
             let mut page = match session
-                .call(jira::search(&jql, SYNC_FIELDS, page_size, sent.as_deref()))
+                .call(jira::search(&jql, SYNC_FIELDS, page_size, scan.token()))
                 .await
             {
                 Ok(page) => page,
@@ -85,17 +81,7 @@ pub async fn incremental(
                     return Err(e);
                 }
             };
-            empty_in_a_row = if page.issues.is_empty() {
-                empty_in_a_row + 1
-            } else {
-                0
-            };
-            let end = match page.end(sent.as_deref()) {
-                PageEnd::More(_) if empty_in_a_row >= MAX_EMPTY_PAGES => {
-                    PageEnd::CutShort("too many empty pages in a row")
-                }
-                end => end,
-            };
+            let end = scan.after(&page);
             pending.extend(
                 std::mem::take(&mut page.issues)
                     .into_iter()
@@ -121,7 +107,7 @@ pub async fn incremental(
                 }
             }
             match end {
-                PageEnd::More(token) => sent = Some(token),
+                PageEnd::More(_) => {}
                 PageEnd::Complete => return Ok(()),
                 PageEnd::CutShort(why) => return Err(CallError::Incomplete(why.to_owned())),
             }
