@@ -41,8 +41,15 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// On a given port (0: any free one).
+    async fn start_on(port: u16) -> Self {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         let sink = got.clone();
         let app = axum::Router::new().route(
@@ -583,31 +590,7 @@ async fn a_webhook_that_stays_down_raises_delivery_failing_and_loses_nothing(poo
 
     // The receiver comes up on that port: the backlog drains in order, and the sink's own
     // alert resolves.
-    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let sink = got.clone();
-    let router = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                let delivery = headers
-                    .get(DELIVERY_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                sink.lock().unwrap().push(Received {
-                    delivery_header: delivery,
-                    signature_header: String::new(),
-                    body: body.to_vec(),
-                });
-                StatusCode::OK
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let receiver = Receiver::start_on(port).await;
     for _ in 0..4 {
         app.clock.advance(chrono::Duration::minutes(5));
         deliver(&app).await;
@@ -619,7 +602,7 @@ async fn a_webhook_that_stays_down_raises_delivery_failing_and_loses_nothing(poo
             .await
             .unwrap();
     assert_eq!(undelivered, 0);
-    let got = got.lock().unwrap().clone();
+    let got = receiver.received();
     let kinds: Vec<(String, String)> = got
         .iter()
         .map(|r| {
