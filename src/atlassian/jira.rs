@@ -103,6 +103,24 @@ pub fn myself() -> ProductCall<Myself> {
     ProductCall::get(Product::Jira, "rest/api/3/myself", Vec::new(), 1, |_| 1)
 }
 
+/// The answer of `search/approximate-count`.
+#[derive(Debug, Deserialize)]
+pub struct ApproximateCount {
+    /// Atlassian's estimate of how many issues match (the index may lag recent changes).
+    pub count: i64,
+}
+
+/// `POST search/approximate-count` of a bounded `jql`: one point, whatever the count.
+pub fn approximate_count(jql: &str) -> ProductCall<ApproximateCount> {
+    ProductCall::post(
+        Product::Jira,
+        "rest/api/3/search/approximate-count",
+        serde_json::json!({ "jql": jql }),
+        0,
+        |_| 0,
+    )
+}
+
 /// One page of `POST search/jql`.
 pub fn search(
     jql: &str,

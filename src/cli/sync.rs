@@ -54,7 +54,10 @@ pub(super) async fn run(
             full,
             reconcile,
         } => {
-            if full && !syncer.forget_watermark(&cloud_id).await? {
+            if full
+                && !(syncer.forget_watermark(&cloud_id).await?
+                    && syncer.plan_full_census(&cloud_id).await?)
+            {
                 eprintln!(
                     "sync --full: no Jira site has cloud id {cloud_id} (see `atlassync sites list`)"
                 );

@@ -244,7 +244,8 @@ pub struct ScheduleConfig {
     pub revalidate: Schedule,
     /// `schedule.jira_sync`; default every 5 minutes.
     pub jira_sync: Schedule,
-    /// `schedule.jira_reconcile`; default daily at 03:23.
+    /// `schedule.jira_reconcile`; default hourly at :23 (each tick continues a census pass or
+    /// starts one with a drift check of about one point).
     pub jira_reconcile: Schedule,
     /// `schedule.confluence_sync`; default hourly at :17.
     pub confluence_sync: Schedule,
@@ -611,7 +612,7 @@ mod raw {
                 token_sweep: "0 * * * * *".into(),
                 revalidate: "0 7 */6 * * *".into(),
                 jira_sync: "0 */5 * * * *".into(),
-                jira_reconcile: "0 23 3 * * *".into(),
+                jira_reconcile: "0 23 * * * *".into(),
                 confluence_sync: "0 17 * * * *".into(),
                 alerts: "*/5 * * * * *".into(),
             }

@@ -3,6 +3,7 @@
 //! types; this room depends on no other.
 
 mod grant_status;
+mod id_range;
 mod ids;
 mod job;
 mod records;
@@ -12,6 +13,7 @@ mod site;
 mod sql;
 
 pub use grant_status::{GrantStatus, UnknownGrantStatus};
+pub use id_range::IdRange;
 pub use ids::{AccountId, CloudId, GrantId};
 pub use job::{JobKind, SyncKind};
 pub use records::{IssueRow, SpaceRow};

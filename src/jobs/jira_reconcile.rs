@@ -1,80 +1,342 @@
-//! Making a site's issues match Atlassian's census. There is no "deleted since" feed, so the
-//! full id set of the synced scope is enumerated (ids only, 5,000 a page). Then:
+//! Making a site's issues match Atlassian's census. There is no "deleted since" feed, and an
+//! id census costs about a point per issue, so reconciliation works in passes that spend
+//! points only where something changed, and that resume where they stopped:
 //!
-//! - ids Atlassian lists and the table lacks (a project that became visible with old
-//!   `updated` values, a hand-over to a grant that sees more, an edited `jira.jql`) are
-//!   fetched with the sync's fields and inserted; listed ids whose row was soft-deleted are
-//!   re-read and restored with current content;
-//! - live ids Atlassian does not list are confirmed with a bulk fetch (search is eventually
-//!   consistent; bulk fetch reads the database): absent ones are gone (deleted, or no longer
-//!   visible); present ones are checked against `jira.jql` with read-after-write consistency,
-//!   and those outside it left the scope. Both stop being live rows, unless there are so many
-//!   that the deletion is held for an operator (`deletion_guard`).
+//! 1. **Drift check.** Atlassian's `approximate-count` (one point) of the site's scope is
+//!    compared with the local count of live rows; a range that differs is halved at its
+//!    local median and each half counted again, down to ranges of a few hundred local
+//!    issues. A site where nothing vanished or appeared out of sight costs one point; one
+//!    deleted issue among 100,000 costs a few dozen counts and one small census.
+//! 2. **Census** of the ranges that drifted (every id with `sync --full`), in id order, page
+//!    by page. Ids up to the last one listed are proven, and that progress is stored, so a
+//!    census cut short by the hour's points budget, a restart or an incomplete listing
+//!    resumes there at the next tick. In a proven stretch:
+//!    - ids Atlassian lists and the table lacks (a project that became visible with old
+//!      `updated` values, a hand-over to a grant that sees more, an edited `jira.jql`) are
+//!      fetched with the sync's fields and inserted; listed ids whose row was soft-deleted
+//!      are re-read and restored with current content;
+//!    - live ids Atlassian does not list are confirmed with a bulk fetch (search is
+//!      eventually consistent; bulk fetch reads the database): absent ones are gone
+//!      (deleted, or no longer visible); present ones are checked against `jira.jql` with
+//!      read-after-write consistency, and those outside it left the scope. Both are recorded
+//!      as vanished.
+//! 3. **End of the pass.** The vanished issues of the whole pass go through the deletion
+//!    guard together: soft-deleted, or held for an operator when they are too many. Held
+//!    ones are re-checked at the start of every later pass, and forgotten if they came back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use chrono::TimeDelta;
 
 use crate::app::App;
 use crate::atlassian::jira::{self, PageEnd, SYNC_FIELDS, Scan};
-use crate::domain::SyncKind;
+use crate::domain::{IdRange, SyncKind};
 use crate::jobs::deletion_guard::{self, Verdict};
 use crate::jobs::sync::RUN_LEASE;
 use crate::pacing::{CallError, SiteSession};
+use crate::store::jira_census::{self, Pass, PendingRange};
 use crate::store::jira_fields::{self, FieldRow};
 use crate::store::jira_issues;
 use crate::store::sync_runs::RunTotals;
 use crate::store::synced_sites;
 use crate::store::synced_sites::SyncedSite;
 
-/// Reconciles the issues of `site`.
+/// A drifted range with at most this many local issues is censused rather than halved
+/// again: listing it costs about what two more levels of counts would save.
+const LEAF: usize = 250;
+
+/// The most ids an id-only search page carries.
+const CENSUS_PAGE: i64 = 5000;
+
+/// Field names change rarely: listing them daily is enough.
+const FIELDS_EVERY: TimeDelta = TimeDelta::days(1);
+
+/// Reconciles the issues of `site`: continues its pass in progress, or starts one.
 pub async fn reconcile(
     app: &App,
     session: &mut SiteSession<'_>,
     site: &SyncedSite,
     totals: &mut RunTotals,
 ) -> Result<(), CallError> {
-    let started = app.clock.now();
-    // Enumeration costs about a point per issue and restarts from scratch if cut short, so
-    // start only when this hour's share can pay for all of it.
-    let local_count = {
-        let mut conn = app.pool.acquire().await?;
-        jira_issues::count_issues(&mut conn, &site.cloud_id).await?
-    };
-    let census_points = local_count + local_count / 5000 + 1;
-    let share = app.config.sync.hourly_share();
-    if census_points > share {
-        // Waiting for a quieter hour would never help: say so, every run, instead of
-        // deferring forever while deletions go unseen.
-        return Err(CallError::TooLarge(format!(
-            "reconciling this site needs about {census_points} points in one hour, more than \
-             sync's hourly share ({share}); deletions on it are not found. Raise \
-             sync.points_per_hour if the app has a larger (Tier 2) quota"
-        )));
-    }
-    session.reserve(census_points).await?;
-    sync_fields(app, session, site).await?;
     let restriction = app.config.jira.jql_for(&site.cloud_id);
-    let remote = census(session, restriction).await?;
-    {
-        // The census may take a while on a large site: the run is still alive.
+    let pass = {
         let mut conn = app.pool.acquire().await?;
-        let until = app.clock.now() + RUN_LEASE;
-        synced_sites::renew_run_lease(&mut conn, &site.key(), SyncKind::JiraReconcile, until)
-            .await?;
+        jira_census::pass(&mut conn, &site.cloud_id).await?
+    };
+    refresh_fields(app, session, site, pass.as_ref()).await?;
+    let mut local = LocalIds::load(app, site).await?;
+    let pass = match pass {
+        Some(pass) => pass,
+        None => begin_pass(app, session, site, restriction, &mut local).await?,
+    };
+    let pending = {
+        let mut conn = app.pool.acquire().await?;
+        jira_census::pending_ranges(&mut conn, &site.cloud_id).await?
+    };
+    for range in pending {
+        census_range(app, session, site, restriction, &mut local, range, totals).await?;
     }
+    end_pass(app, site, &pass, totals).await
+}
 
-    let local: HashMap<String, bool> = {
+/// Plans a census of every id for the site's next reconcile run, replacing any pass in
+/// progress (`sync --full`).
+pub async fn plan_full_census(app: &App, site: &SyncedSite) -> Result<(), sqlx::Error> {
+    let mut tx = app.pool.begin().await?;
+    jira_census::begin_pass(
+        &mut tx,
+        &site.cloud_id,
+        app.clock.now(),
+        true,
+        &[IdRange::ALL],
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// The site's rows by numeric id, with the issues known to have vanished.
+struct LocalIds {
+    /// (id, id text, soft-deleted), ascending by id.
+    rows: Vec<(i64, String, bool)>,
+    /// Live rows found gone and not yet deleted (held, or found earlier in this pass).
+    vanished: HashSet<String>,
+}
+
+impl LocalIds {
+    async fn load(app: &App, site: &SyncedSite) -> Result<Self, sqlx::Error> {
         let mut conn = app.pool.acquire().await?;
-        jira_issues::id_states(&mut conn, &site.cloud_id)
+        let mut rows: Vec<(i64, String, bool)> = jira_issues::id_states(&mut conn, &site.cloud_id)
             .await?
             .into_iter()
+            // Jira issue ids are numbers; anything else can never be listed by id.
+            .filter_map(|(id, deleted)| Some((id.parse().ok()?, id, deleted)))
+            .collect();
+        rows.sort_unstable_by_key(|(id, ..)| *id);
+        let vanished = jira_census::vanished(&mut conn, &site.cloud_id)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Self { rows, vanished })
+    }
+
+    /// The rows in `range`.
+    fn in_range(&self, range: IdRange) -> &[(i64, String, bool)] {
+        let from = self.rows.partition_point(|(id, ..)| *id < range.start);
+        let to = match range.end {
+            Some(end) => self.rows.partition_point(|(id, ..)| *id < end),
+            None => self.rows.len(),
+        };
+        &self.rows[from..to.max(from)]
+    }
+
+    /// Ids of the live rows not known to have vanished, ascending: what Atlassian should list.
+    fn expected(&self) -> Vec<i64> {
+        self.rows
+            .iter()
+            .filter(|(_, id, deleted)| !deleted && !self.vanished.contains(id))
+            .map(|(id, ..)| *id)
             .collect()
-    };
-    // Listed here and there: fetch what is missing or was marked deleted.
-    let to_fetch: Vec<String> = remote
+    }
+}
+
+/// Starts a pass: re-checks the issues held as vanished, then finds the ranges that drifted.
+async fn begin_pass(
+    app: &App,
+    session: &mut SiteSession<'_>,
+    site: &SyncedSite,
+    restriction: Option<&str>,
+    local: &mut LocalIds,
+) -> Result<Pass, CallError> {
+    let started_at = app.clock.now();
+    if !local.vanished.is_empty() {
+        let held: Vec<String> = local.vanished.iter().cloned().collect();
+        let gone: HashSet<String> = confirm_gone(session, restriction, &held)
+            .await?
+            .into_iter()
+            .collect();
+        let back: Vec<String> = held.into_iter().filter(|id| !gone.contains(id)).collect();
+        if !back.is_empty() {
+            let mut conn = app.pool.acquire().await?;
+            jira_census::forget_vanished(&mut conn, &site.cloud_id, &back).await?;
+        }
+        local.vanished = gone;
+    }
+    let drifted = drifted_ranges(session, restriction, &local.expected()).await?;
+    let mut tx = app.pool.begin().await?;
+    jira_census::begin_pass(&mut tx, &site.cloud_id, started_at, false, &drifted).await?;
+    tx.commit().await?;
+    if !drifted.is_empty() {
+        tracing::info!(site.cloud_id = %site.cloud_id, ranges = drifted.len(), "issue ids drifted: censusing those ranges");
+    }
+    Ok(Pass {
+        started_at,
+        full_census: false,
+    })
+}
+
+/// The ranges where Atlassian's count differs from `expected` (ascending ids), narrowed
+/// by halving down to ranges of at most `LEAF` local issues.
+async fn drifted_ranges(
+    session: &mut SiteSession<'_>,
+    restriction: Option<&str>,
+    expected: &[i64],
+) -> Result<Vec<IdRange>, CallError> {
+    let mut drifted = Vec::new();
+    let whole = remote_count(session, restriction, IdRange::ALL).await?;
+    let mut work = vec![(IdRange::ALL, whole)];
+    while let Some((range, remote)) = work.pop() {
+        let here = range.slice(expected);
+        if here.len() as i64 == remote {
+            continue;
+        }
+        if here.len() <= LEAF {
+            drifted.push(range);
+            continue;
+        }
+        // Split at the local median: both halves hold local issues, so each step halves
+        // what a census of the drift would cost.
+        let (low, high) = range.split_at(here[here.len() / 2]);
+        let low_count = remote_count(session, restriction, low).await?;
+        let high_count = remote_count(session, restriction, high).await?;
+        work.push((high, high_count));
+        work.push((low, low_count));
+    }
+    drifted.sort_unstable();
+    Ok(drifted)
+}
+
+async fn remote_count(
+    session: &mut SiteSession<'_>,
+    restriction: Option<&str>,
+    range: IdRange,
+) -> Result<i64, CallError> {
+    let jql = scope_jql(restriction, range);
+    Ok(session.call(jira::approximate_count(&jql)).await?.count)
+}
+
+/// The bounded JQL of the site's scope within `range` (no ordering).
+fn scope_jql(restriction: Option<&str>, range: IdRange) -> String {
+    // A query must be bounded; every issue was created after 1970.
+    let mut clauses = vec!["created >= \"1970-01-01\"".to_owned()];
+    if let Some(restriction) = restriction {
+        clauses.insert(0, format!("({restriction})"));
+    }
+    clauses.extend(range.jql());
+    clauses.join(" AND ")
+}
+
+/// Censuses what is left of `pending`, page by page, storing its progress after each.
+async fn census_range(
+    app: &App,
+    session: &mut SiteSession<'_>,
+    site: &SyncedSite,
+    restriction: Option<&str>,
+    local: &mut LocalIds,
+    pending: PendingRange,
+    totals: &mut RunTotals,
+) -> Result<(), CallError> {
+    let jql = format!("{} ORDER BY id ASC", scope_jql(restriction, pending.rest));
+    // Pages small enough that a few fit in one hour's share of a small quota.
+    let page_size = (app.config.sync.hourly_share() / 4).clamp(100, CENSUS_PAGE) as u32;
+    let mut from = pending.rest.start;
+    let mut scan = Scan::default();
+    loop {
+        let page = session
+            .call(jira::search(&jql, &["id"], page_size, scan.token()))
+            .await?;
+        let listed: Vec<(i64, String)> = page
+            .issues
+            .iter()
+            .filter_map(|raw| jira::issue_id(raw))
+            .filter_map(|id| Some((id.parse().ok()?, id)))
+            .collect();
+        // Listed in id order: every id up to the last one listed is accounted for.
+        let next = match scan.after(&page) {
+            PageEnd::Complete => None,
+            PageEnd::More(_) => match listed.iter().map(|(id, _)| *id).max() {
+                Some(last) => Some(last + 1),
+                // An empty page proves nothing; follow its token.
+                None => continue,
+            },
+            PageEnd::CutShort(why) => return Err(CallError::Incomplete(why.to_owned())),
+        };
+        let proven = IdRange {
+            start: from,
+            end: next.or(pending.rest.end),
+        };
+        let listed: HashSet<String> = listed.into_iter().map(|(_, id)| id).collect();
+        settle(
+            app,
+            session,
+            site,
+            restriction,
+            local,
+            proven,
+            &listed,
+            totals,
+        )
+        .await?;
+        let gone: Vec<String> = local
+            .in_range(proven)
+            .iter()
+            .filter(|(_, id, _)| local.vanished.contains(id))
+            .map(|(_, id, _)| id.clone())
+            .collect();
+        let back: Vec<String> = listed
+            .iter()
+            .filter(|id| local.vanished.contains(*id))
+            .cloned()
+            .collect();
+        let mut tx = app.pool.begin().await?;
+        jira_census::add_vanished(&mut tx, &site.cloud_id, &gone, app.clock.now()).await?;
+        jira_census::forget_vanished(&mut tx, &site.cloud_id, &back).await?;
+        jira_census::advance_range(&mut tx, &site.cloud_id, pending.start, next).await?;
+        // The census may take a while on a large site: the run is still alive.
+        let until = app.clock.now() + RUN_LEASE;
+        synced_sites::renew_run_lease(&mut tx, &site.key(), SyncKind::JiraReconcile, until).await?;
+        tx.commit().await?;
+        for id in &back {
+            local.vanished.remove(id);
+        }
+        match next {
+            Some(next) => from = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Makes the rows in `proven` match `listed` (Atlassian's ids there): fetches what is
+/// missing or soft-deleted here, and adds the live rows that are gone to `local.vanished`.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    app: &App,
+    session: &mut SiteSession<'_>,
+    site: &SyncedSite,
+    restriction: Option<&str>,
+    local: &mut LocalIds,
+    proven: IdRange,
+    listed: &HashSet<String>,
+    totals: &mut RunTotals,
+) -> Result<(), CallError> {
+    let here = local.in_range(proven);
+    let known: HashSet<&str> = here.iter().map(|(_, id, _)| id.as_str()).collect();
+    let restore: HashSet<&str> = here
         .iter()
-        .filter(|id| local.get(*id).is_none_or(|deleted| *deleted))
+        .filter(|(_, _, deleted)| *deleted)
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    let mut to_fetch: Vec<String> = listed
+        .iter()
+        .filter(|id| !known.contains(id.as_str()) || restore.contains(id.as_str()))
         .cloned()
         .collect();
+    to_fetch.sort_unstable();
+    let candidates: Vec<String> = here
+        .iter()
+        .filter(|(_, id, deleted)| !deleted && !listed.contains(id) && !local.vanished.contains(id))
+        .map(|(_, id, _)| id.clone())
+        .collect();
+
     for chunk in to_fetch.chunks(100) {
         let fetched = session
             .call(jira::bulk_fetch_issues(chunk, SYNC_FIELDS))
@@ -86,7 +348,7 @@ pub async fn reconcile(
             .collect();
         let added = rows
             .iter()
-            .filter(|r| !local.contains_key(&r.issue_id))
+            .filter(|r| !known.contains(r.issue_id.as_str()))
             .count() as i64;
         let refreshed = rows.len() as i64 - added;
         let mut tx = app.pool.begin().await?;
@@ -100,14 +362,19 @@ pub async fn reconcile(
         totals.upserted += stored.upserted as i64;
         totals.quarantined += stored.quarantined as i64;
     }
+    let gone = confirm_gone(session, restriction, &candidates).await?;
+    local.vanished.extend(gone);
+    Ok(())
+}
 
-    // Live here, not listed there.
-    let candidates: Vec<String> = local
-        .iter()
-        .filter(|(id, deleted)| !**deleted && !remote.contains(*id))
-        .map(|(id, _)| id.clone())
-        .collect();
-    let mut removing = Vec::new();
+/// Which of `candidates` (live here, not listed by search) are really gone: absent from a
+/// bulk fetch (deleted or no longer visible), or present but outside the restriction.
+async fn confirm_gone(
+    session: &mut SiteSession<'_>,
+    restriction: Option<&str>,
+    candidates: &[String],
+) -> Result<Vec<String>, CallError> {
+    let mut gone = Vec::new();
     let mut still_there = Vec::new();
     for chunk in candidates.chunks(100) {
         let present: HashSet<String> = session
@@ -120,7 +387,7 @@ pub async fn reconcile(
             if present.contains(id) {
                 still_there.push(id.clone());
             } else {
-                removing.push(id.clone());
+                gone.push(id.clone());
             }
         }
     }
@@ -136,65 +403,70 @@ pub async fn reconcile(
                 .iter()
                 .filter_map(|raw| jira::issue_id(raw))
                 .collect();
-            removing.extend(chunk.iter().filter(|id| !in_scope.contains(*id)).cloned());
+            gone.extend(chunk.iter().filter(|id| !in_scope.contains(*id)).cloned());
         }
     }
+    Ok(gone)
+}
 
-    let live = local.values().filter(|deleted| !**deleted).count();
+/// Ends a pass whose ranges are all censused: its vanished issues are deleted, or held.
+async fn end_pass(
+    app: &App,
+    site: &SyncedSite,
+    pass: &Pass,
+    totals: &mut RunTotals,
+) -> Result<(), CallError> {
+    let (vanished, live) = {
+        let mut conn = app.pool.acquire().await?;
+        let vanished = jira_census::vanished(&mut conn, &site.cloud_id).await?;
+        let (live, _) = jira_issues::live_and_deleted(&mut conn, &site.cloud_id).await?;
+        (vanished, live as usize)
+    };
     let key = site.key();
-    match deletion_guard::check(app, &key, &site.name, removing.len(), live).await? {
-        Verdict::Hold => {
-            totals.held = removing.len() as i64;
-        }
+    let verdict = deletion_guard::check(app, &key, &site.name, vanished.len(), live).await?;
+    let mut tx = app.pool.begin().await?;
+    match verdict {
+        Verdict::Hold => totals.held = vanished.len() as i64,
         Verdict::Apply => {
-            let mut tx = app.pool.begin().await?;
+            // Rows synced since the pass began are newer than its evidence and stay.
             totals.deleted = jira_issues::mark_issues_deleted(
                 &mut tx,
                 &site.cloud_id,
-                &removing,
-                started,
+                &vanished,
+                pass.started_at,
                 app.clock.now(),
             )
             .await? as i64;
-            tx.commit().await?;
-            deletion_guard::settled(app, &key).await?;
+            jira_census::forget_vanished(&mut tx, &site.cloud_id, &vanished).await?;
         }
+    }
+    jira_census::end_pass(&mut tx, &site.cloud_id).await?;
+    tx.commit().await?;
+    if verdict == Verdict::Apply {
+        deletion_guard::settled(app, &key).await?;
     }
     Ok(())
 }
 
-/// Every issue id the site's scope holds, or `Incomplete` when the listing stopped before
-/// Atlassian said it was complete (a partial census proves nothing about what is missing).
-async fn census(
-    session: &mut SiteSession<'_>,
-    restriction: Option<&str>,
-) -> Result<HashSet<String>, CallError> {
-    let bound = "created >= \"1970-01-01\"";
-    let jql = match restriction {
-        Some(restriction) => format!("({restriction}) AND {bound} ORDER BY id ASC"),
-        None => format!("{bound} ORDER BY id ASC"),
-    };
-    let mut remote = HashSet::new();
-    let mut scan = Scan::default();
-    loop {
-        let page = session
-            .call(jira::search(&jql, &["id"], 5000, scan.token()))
-            .await?;
-        remote.extend(page.issues.iter().filter_map(|raw| jira::issue_id(raw)));
-        match scan.after(&page) {
-            PageEnd::More(_) => {}
-            PageEnd::Complete => return Ok(remote),
-            PageEnd::CutShort(why) => return Err(CallError::Incomplete(why.to_owned())),
-        }
-    }
-}
-
-/// Refreshes the site's `jira_fields` (names of custom fields change rarely; daily is enough).
-async fn sync_fields(
+/// Lists the site's fields when the last listing is a day old, or older than a full pass.
+async fn refresh_fields(
     app: &App,
     session: &mut SiteSession<'_>,
     site: &SyncedSite,
+    pass: Option<&Pass>,
 ) -> Result<(), CallError> {
+    let listed_at = {
+        let mut conn = app.pool.acquire().await?;
+        jira_fields::listed_at(&mut conn, &site.cloud_id).await?
+    };
+    let due = match (listed_at, pass) {
+        (None, _) => true,
+        (Some(at), Some(pass)) if pass.full_census && at < pass.started_at => true,
+        (Some(at), _) => at + FIELDS_EVERY <= app.clock.now(),
+    };
+    if !due {
+        return Ok(());
+    }
     let listed = session.call(jira::fields()).await?;
     let rows: Vec<FieldRow> = listed
         .iter()
@@ -212,4 +484,22 @@ async fn sync_fields(
     let mut conn = app.pool.acquire().await?;
     jira_fields::replace_fields(&mut conn, &site.cloud_id, &rows, app.clock.now()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scope_query_is_bounded_and_restricted_to_the_range() {
+        let range = IdRange {
+            start: 10,
+            end: Some(20),
+        };
+        assert_eq!(
+            scope_jql(Some("project = ENG"), range),
+            "(project = ENG) AND created >= \"1970-01-01\" AND id >= 10 AND id < 20"
+        );
+        assert_eq!(scope_jql(None, IdRange::ALL), "created >= \"1970-01-01\"");
+    }
 }

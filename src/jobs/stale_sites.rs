@@ -18,7 +18,7 @@ const STREAMS: [(SyncKind, JobKind); 3] = [
 ];
 
 /// How long a stream may go without a success: `alerts.sync_stale_after`, or three of the
-/// longest gaps between its next few schedule ticks.
+/// longest gaps between its next few schedule ticks (for reconciliation, at least a day).
 pub fn stale_after(config: &Config, job: JobKind, now: DateTime<Utc>) -> TimeDelta {
     if let Some(after) = config.alerts.sync_stale_after {
         return after;
@@ -33,7 +33,12 @@ pub fn stale_after(config: &Config, job: JobKind, now: DateTime<Utc>) -> TimeDel
         period = period.max(next - tick);
         tick = next;
     }
-    (period * 3).max(TimeDelta::seconds(3))
+    let floor = match job {
+        // A full census of a large site spans several hours of the points budget.
+        JobKind::JiraReconcile => TimeDelta::days(1),
+        _ => TimeDelta::seconds(3),
+    };
+    (period * 3).max(floor)
 }
 
 /// The subject of a stream's alert: `cloud_id/product/kind`.

@@ -152,6 +152,20 @@ impl Syncer {
         synced_sites::reset_watermark(&mut conn, cloud_id).await
     }
 
+    /// Plans a census of every issue id of a Jira site for its next reconcile run (a backfill
+    /// after changing the restriction). False when no synced Jira site has that cloud id.
+    pub async fn plan_full_census(&self, cloud_id: &CloudId) -> Result<bool, sqlx::Error> {
+        let site = {
+            let mut conn = self.app.pool.acquire().await?;
+            synced_sites::get_site(&mut conn, cloud_id, crate::domain::Product::Jira).await?
+        };
+        let Some(site) = site else {
+            return Ok(false);
+        };
+        jira_reconcile::plan_full_census(&self.app, &site).await?;
+        Ok(true)
+    }
+
     /// A Jira site whose search query Jira refuses (400: its `jira.jql` names a project the
     /// site lacks, say) raises `query_rejected` for that site alone; the next accepted query
     /// resolves it. Other sites are not held up either way.

@@ -50,9 +50,6 @@ pub enum CallError {
     /// The database failed (budget, scope error or alert writes).
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
-    /// The work cannot fit the hourly points budget at all, whatever the hour.
-    #[error("{0}")]
-    TooLarge(String),
     /// A listing stopped before Atlassian said it was complete. What was read is kept (and
     /// the watermark moves only as far as it proves); nothing is deleted on its evidence.
     #[error("scan cut short ({0}); what was read is kept and the next run resumes from it")]

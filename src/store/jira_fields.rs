@@ -59,3 +59,14 @@ pub async fn replace_fields(
     .await?;
     Ok(stored.rows_affected())
 }
+
+/// When the site's fields were last listed; `None` before the first listing.
+pub async fn listed_at(
+    conn: &mut PgConnection,
+    cloud_id: &CloudId,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(synced_at) FROM jira_fields WHERE cloud_id = $1")
+        .bind(cloud_id)
+        .fetch_one(conn)
+        .await
+}

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod api_budget;
 pub mod confluence_spaces;
 pub mod grants;
+pub mod jira_census;
 pub mod jira_fields;
 pub mod jira_issues;
 pub mod oauth_states;

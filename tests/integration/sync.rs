@@ -213,7 +213,7 @@ async fn after_many_random_cycles_the_tables_equal_the_emulator(pool: PgPool) {
     s.app.clock.advance(Duration::minutes(10));
     s.run(SyncKind::JiraIncremental).await;
     s.run(SyncKind::JiraReconcile).await;
-    assert_eq!(s.last_run().await.0, "ok");
+    assert_eq!(s.last_run().await.0, "ok", "{:?}", s.last_run().await);
 
     assert_eq!(
         stored_issues(s.app.pool(), &cloud).await,

@@ -137,14 +137,19 @@ async fn a_scan_cut_short_is_incomplete_and_the_next_run_resumes_where_rows_prov
         (10..50).contains(&read),
         "part of the scan was kept: {read}"
     );
-    // A census cut short deletes nothing.
+    // A census cut short deletes nothing (the stretch its first page proved may add rows).
+    let kept = s.live_ids().await;
     s.app
         .sandbox
         .emulator
         .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
     s.run(SyncKind::JiraReconcile).await;
     assert_eq!(s.last_run(SyncKind::JiraReconcile).await.0, "incomplete");
-    assert_eq!(s.live_ids().await.len(), read);
+    let after = s.live_ids().await;
+    assert!(
+        kept.iter().all(|id| after.contains(id)),
+        "{kept:?} {after:?}"
+    );
 
     // Nothing changed at Atlassian since, yet the next run finds the rest: the watermark
     // moved only as far as the committed rows proved.
@@ -681,38 +686,170 @@ async fn a_run_longer_than_its_tick_is_not_claimed_again_while_it_goes_on(pool: 
     assert_eq!(s.live_ids().await.len(), 300);
 }
 
+impl Scene {
+    /// A syncer over the same services with `points_per_hour` as the app's quota.
+    fn syncer_with_quota(&self, points_per_hour: u32, name: &str) -> Syncer {
+        let mut config = (*self.app.sandbox.app.config).clone();
+        config.sync.points_per_hour = points_per_hour;
+        let small = self.app.sandbox.app.reconfigured(config);
+        Syncer::new(
+            small.clone(),
+            atlassync::lifecycle::Refresher::new(small, name),
+        )
+    }
+
+    /// (outcome, points used, deleted, held) of the latest reconcile run.
+    async fn last_reconcile(&self) -> (String, i32, i32, i32) {
+        sqlx::query_as(
+            "SELECT outcome, points_used, deleted, held FROM sync_runs
+             WHERE kind = 'jira_reconcile' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(self.app.pool())
+        .await
+        .unwrap()
+    }
+
+    async fn census_progress(&self) -> Option<i64> {
+        sqlx::query_scalar("SELECT max(next_id) FROM jira_census_ranges WHERE cloud_id = $1")
+            .bind(&self.cloud)
+            .fetch_one(self.app.pool())
+            .await
+            .unwrap()
+    }
+}
+
 #[sqlx::test]
-async fn a_census_that_can_never_fit_the_hourly_share_says_so_instead_of_waiting(pool: PgPool) {
+async fn a_census_larger_than_an_hours_share_resumes_across_hours_and_holds_as_one(pool: PgPool) {
     let s = Scene::start(pool, &[]).await;
-    s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 120);
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 900);
+    emulator.create_issues(&s.cloud, "OPS", 300);
     s.app.clock.advance(Duration::minutes(10));
     s.run(SyncKind::JiraIncremental).await;
-    // A share of 90 points an hour can never pay for a census of 120 issues.
-    let mut config = (*s.app.sandbox.app.config).clone();
-    config.sync.points_per_hour = 100;
-    let small = s.app.sandbox.app.reconfigured(config);
-    let syncer = Syncer::new(
-        small.clone(),
-        atlassync::lifecycle::Refresher::new(small, "small"),
-    );
+    assert_eq!(s.live_ids().await.len(), 1200);
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    // Four deletions spread over the id range; then a census of every id (`sync --full`)
+    // with a quota whose hourly share (1,170 points) cannot pay for 1,200 ids.
+    let ids = s.emulator_ids();
+    let doomed = [&ids[0], &ids[400], &ids[800], &ids[1199]];
+    emulator.delete_issues(&s.cloud, &doomed);
+    let small = s.syncer_with_quota(1300, "small-1");
     s.app.clock.advance(Duration::hours(1));
-    let report = syncer
-        .run_once(
-            SyncKind::JiraReconcile,
-            s.app.clock.now_for_tests(),
-            &tokio_util::sync::CancellationToken::new(),
-        )
+    assert!(
+        small
+            .plan_full_census(&atlassync::domain::CloudId::new(s.cloud.clone()))
+            .await
+            .unwrap()
+    );
+    let report = small
+        .run_once(SyncKind::JiraReconcile, s.app.clock.now_for_tests(), &stop)
         .await
         .unwrap();
-    assert_eq!(report.failed, 1, "{report:?}");
-    let error: String = sqlx::query_scalar(
-        "SELECT error FROM sync_runs WHERE kind = 'jira_reconcile' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(s.app.pool())
-    .await
-    .unwrap();
+    assert_eq!(report.deferred, 1, "{report:?}");
+    let (_, spent, deleted, _) = s.last_reconcile().await;
+    assert!(spent <= 1170, "within the hour's share: {spent}");
+    assert_eq!(deleted, 0, "nothing is deleted before the pass ends");
+    let proven = s.census_progress().await.expect("progress is stored");
+    assert!(proven > ids[0].parse().unwrap(), "{proven}");
+
+    // The next hour, another process (a restart) picks up where the census stopped.
+    let restarted = s.syncer_with_quota(1300, "small-2");
+    s.app.clock.advance(Duration::hours(1));
+    let report = restarted
+        .run_once(SyncKind::JiraReconcile, s.app.clock.now_for_tests(), &stop)
+        .await
+        .unwrap();
+    assert_eq!(report.ok, 1, "{report:?}");
+    let (_, spent, deleted, _) = s.last_reconcile().await;
+    assert!(spent < 1170, "only the rest was read: {spent}");
+    assert_eq!(deleted, 4);
+    assert_eq!(s.live_ids().await, s.emulator_ids());
+
+    // A permission change hides OPS (a quarter of the site) while a census spans hours:
+    // the vanished rows of every stretch are held together, none deleted along the way.
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, false)
+        .unwrap();
     assert!(
-        error.contains("hourly share") && error.contains("deletions"),
-        "{error}"
+        small
+            .plan_full_census(&atlassync::domain::CloudId::new(s.cloud.clone()))
+            .await
+            .unwrap()
     );
+    s.app.clock.advance(Duration::hours(1));
+    small
+        .run_once(SyncKind::JiraReconcile, s.app.clock.now_for_tests(), &stop)
+        .await
+        .unwrap();
+    assert_eq!(s.last_reconcile().await.2, 0);
+    s.app.clock.advance(Duration::hours(1));
+    small
+        .run_once(SyncKind::JiraReconcile, s.app.clock.now_for_tests(), &stop)
+        .await
+        .unwrap();
+    let (outcome, _, deleted, held) = s.last_reconcile().await;
+    assert_eq!(
+        (outcome.as_str(), deleted, held),
+        ("ok", 0, 299),
+        "OPS lost one issue above"
+    );
+    assert_eq!(s.live_ids().await.len(), 1196);
+    assert_eq!(s.open_alerts("deletes_held").await.len(), 1);
+}
+
+#[sqlx::test]
+async fn the_drift_check_finds_a_few_changes_among_thousands_for_a_few_hundred_points(
+    pool: PgPool,
+) {
+    let s = Scene::start(pool, &[]).await;
+    let emulator = &s.app.sandbox.emulator;
+    emulator.create_issues(&s.cloud, "ENG", 3000);
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(s.last_reconcile().await.0, "ok");
+
+    // Nothing changed out of sight: the hourly pass is one count.
+    s.app.clock.advance(Duration::hours(1));
+    s.run(SyncKind::JiraReconcile).await;
+    let (outcome, spent, ..) = s.last_reconcile().await;
+    assert_eq!((outcome.as_str(), spent), ("ok", 1));
+
+    // One issue deleted in the middle of the range.
+    let ids = s.emulator_ids();
+    emulator.delete_issues(&s.cloud, &[&ids[1717]]);
+    s.app.clock.advance(Duration::hours(1));
+    s.run(SyncKind::JiraReconcile).await;
+    let (outcome, spent, deleted, _) = s.last_reconcile().await;
+    assert_eq!((outcome.as_str(), deleted), ("ok", 1));
+    assert!(
+        spent < 400,
+        "a census of every id costs over 3,000 points: {spent}"
+    );
+
+    // Old issues become visible (a project opened to the syncing user): added the same way.
+    let old = s.app.clock.now_for_tests() - Duration::days(60);
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, false)
+        .unwrap();
+    emulator.create_issues_with(
+        &s.cloud,
+        "OPS",
+        5,
+        GenerateOptions {
+            updated_at: Some(old),
+        },
+    );
+    s.app.clock.advance(Duration::minutes(10));
+    s.run(SyncKind::JiraIncremental).await;
+    emulator
+        .set_project_visibility(&s.cloud, "OPS", &s.account, true)
+        .unwrap();
+    s.app.clock.advance(Duration::hours(1));
+    s.run(SyncKind::JiraReconcile).await;
+    let (outcome, spent, ..) = s.last_reconcile().await;
+    assert_eq!(outcome, "ok");
+    assert!(spent < 400, "{spent}");
+    assert_eq!(s.live_ids().await, s.emulator_ids());
 }

@@ -644,6 +644,13 @@ impl Comparison {
     }
 }
 
+/// The right side of an issue-order comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IssueBound {
+    Id(u64),
+    Key { project: String, number: i64 },
+}
+
 /// A single-valued attribute compared by identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Attribute {
@@ -671,6 +678,12 @@ pub(crate) enum Condition {
         keys: Vec<String>,
         ids: Vec<u64>,
         negate: bool,
+    },
+    /// Issue order: ids compare numerically; a key compares with the keys of its own project
+    /// by number (Jira's "Issue key" field supports `<`, `<=`, `>`, `>=`).
+    IssueOrder {
+        comparison: Comparison,
+        bound: IssueBound,
     },
     /// Compare an instant (epoch milliseconds).
     Time {
@@ -784,6 +797,15 @@ impl Condition {
                 let listed = ids.contains(&subject.id()) || keys.iter().any(|k| k == subject.key());
                 listed != *negate
             }
+            Condition::IssueOrder { comparison, bound } => match bound {
+                IssueBound::Id(id) => comparison.holds(subject.id() as i64, *id as i64),
+                IssueBound::Key { project, number } => match subject.key().rsplit_once('-') {
+                    Some((p, n)) if p == project => {
+                        n.parse::<i64>().is_ok_and(|n| comparison.holds(n, *number))
+                    }
+                    _ => false,
+                },
+            },
             Condition::Time {
                 field,
                 comparison,
@@ -1066,6 +1088,31 @@ fn resolve(
 }
 
 fn compile_issue(clause: &Clause, field: &str) -> Result<Condition, JqlError> {
+    let comparison = match clause.operator {
+        Operator::Lt => Some(Comparison::Lt),
+        Operator::Le => Some(Comparison::Le),
+        Operator::Gt => Some(Comparison::Gt),
+        Operator::Ge => Some(Comparison::Ge),
+        _ => None,
+    };
+    if let Some(comparison) = comparison {
+        let Operand::Value(value) = &clause.operand else {
+            return Err(unsupported(clause));
+        };
+        let text = plain_text(value)?.trim();
+        let bound = if let Ok(id) = text.parse::<u64>() {
+            IssueBound::Id(id)
+        } else if is_issue_key(text) {
+            let (project, number) = text.rsplit_once('-').unwrap_or_default();
+            IssueBound::Key {
+                project: project.to_ascii_uppercase(),
+                number: number.parse().unwrap_or_default(),
+            }
+        } else {
+            return Err(JqlError::InvalidKey(text.to_owned()));
+        };
+        return Ok(Condition::IssueOrder { comparison, bound });
+    }
     let (values, negate) = membership(clause)?;
     let mut keys = Vec::new();
     let mut ids = Vec::new();
@@ -1598,6 +1645,15 @@ mod tests {
         assert!(check("issuekey in (ENG-4, 10005)", &issue));
         assert!(check("id = 10005", &issue));
         assert!(!check("id != 10005", &issue));
+        // Issue order: ids numerically, keys by number within their own project.
+        assert!(check("id >= 10005 AND id < 10006", &issue));
+        assert!(!check("id > 10005", &issue));
+        assert!(check("id <= 10005 AND id > 9999", &issue));
+        assert!(check("key > ENG-4 AND issuekey <= ENG-5", &issue));
+        assert!(
+            !check("key > OPS-1", &issue),
+            "other projects never compare"
+        );
         assert!(check("assignee is EMPTY", &issue));
         assert!(
             !check("assignee != currentUser()", &issue),
