@@ -28,7 +28,6 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,9 +45,12 @@ use atlassync::store::{api_budget, jira_issues, synced_sites};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::BenchDb;
 
 const DEFAULT_ISSUES: usize = 100_000;
 const PROJECT: &str = "ENG";
@@ -293,54 +295,6 @@ fn mb(kb: u64) -> String {
 
 // ----- database -------------------------------------------------------------------------------
 
-/// A database of its own on the `DATABASE_URL` server, migrated.
-struct BenchDb {
-    server: PgConnectOptions,
-    name: String,
-    pool: PgPool,
-}
-
-impl BenchDb {
-    async fn create(url: &str) -> anyhow::Result<Self> {
-        let server = PgConnectOptions::from_str(url).context("DATABASE_URL")?;
-        let name = format!(
-            "atlassync_bench_sync_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let mut admin = PgConnection::connect_with(&server).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(server.clone().database(&name))
-            .await?;
-        atlassync::store::migrate(&pool).await?;
-        find_postmaster(&pool).await;
-        let _ = DATABASE.set(name.clone());
-        Ok(Self { server, name, pool })
-    }
-
-    async fn drop_database(self) {
-        self.pool.close().await;
-        let dropped = async {
-            let mut admin = PgConnection::connect_with(&self.server).await?;
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut admin)
-            .await?;
-            admin.close().await
-        };
-        if let Err(error) = dropped.await {
-            eprintln!("bench sync: could not drop database {}: {error}", self.name);
-        }
-    }
-}
-
 async fn checkpoint(pool: &PgPool) {
     // Best effort: keeps one phase's dirty pages from being flushed during the next.
     let _ = sqlx::query("CHECKPOINT").execute(pool).await;
@@ -520,7 +474,9 @@ async fn parent(database_url: &str) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |p| p.get()),
         load_average()
     );
-    let db = BenchDb::create(database_url).await?;
+    let db = BenchDb::create(database_url, "sync").await?;
+    find_postmaster(&db.pool).await;
+    let _ = DATABASE.set(db.name.clone());
     let settings: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'server_version')",
     )
@@ -1284,7 +1240,9 @@ async fn child(database_url: &str, args: &[String]) -> anyhow::Result<()> {
         _ => None,
     };
     let other_pid: Option<u32> = args.get(5).and_then(|p| p.parse().ok());
-    let db = BenchDb::create(database_url).await?;
+    let db = BenchDb::create(database_url, "sync").await?;
+    find_postmaster(&db.pool).await;
+    let _ = DATABASE.set(db.name.clone());
     let result = async {
         let world = world(db.pool.clone(), external.as_ref()).await?;
         if external.is_none() {

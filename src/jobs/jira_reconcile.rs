@@ -4,9 +4,9 @@
 //!
 //! 1. **Drift check.** Atlassian's `approximate-count` (one point) of the site's scope is
 //!    compared with the local count of live rows; a range that differs is halved at its
-//!    local median and each half counted again, down to ranges of a few hundred local
-//!    issues. A site where nothing vanished or appeared out of sight costs one point; one
-//!    deleted issue among 100,000 costs a few dozen counts and one small census.
+//!    local median and each half counted again, down to ranges of a few dozen local issues.
+//!    A site where nothing vanished or appeared out of sight costs one point; one deleted
+//!    issue among 100,000 costs about 25 counts and a census of a few dozen ids.
 //! 2. **Census** of the ranges that drifted (every id with `sync --full`), in id order, page
 //!    by page. Ids up to the last one listed are proven, and that progress is stored, so a
 //!    census cut short by the hour's points budget, a restart or an incomplete listing
@@ -42,8 +42,9 @@ use crate::store::synced_sites;
 use crate::store::synced_sites::SyncedSite;
 
 /// A drifted range with at most this many local issues is censused rather than halved
-/// again: listing it costs about what two more levels of counts would save.
-const LEAF: usize = 250;
+/// again. Halving costs two counts (a point each) and halves the census that follows, so it
+/// pays down to small ranges; below this, the requests outweigh the points saved.
+const LEAF: usize = 32;
 
 /// The most ids an id-only search page carries.
 const CENSUS_PAGE: i64 = 5000;
