@@ -147,9 +147,10 @@ pub struct RetentionConfig {
 /// `[sync]`: pacing and windows of the Jira and Confluence sync.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// The app's points quota per UTC hour (Atlassian's default Tier 1 pool: 65,000).
+    /// The app's points quota per UTC hour of *each* product (Atlassian keeps one pool per
+    /// app and product; the default Tier 1 pool is 65,000).
     pub points_per_hour: u32,
-    /// Share of the hourly quota sync leaves unspent, for everything else.
+    /// Share of each product's hourly quota sync leaves unspent, for everything else.
     pub budget_reserve_percent: u32,
     /// How far before the watermark each incremental Jira query starts.
     pub jira_overlap: TimeDelta,
@@ -171,7 +172,7 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
-    /// The points sync may spend in one UTC hour: the quota less the reserve.
+    /// The points sync may spend on one product in one UTC hour: its quota less the reserve.
     pub fn hourly_share(&self) -> i64 {
         i64::from(self.points_per_hour) * (100 - i64::from(self.budget_reserve_percent)) / 100
     }
