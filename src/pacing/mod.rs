@@ -3,8 +3,8 @@
 //! idempotent), `Retry-After` honoured exactly, a burst 429 slowing only that endpoint of
 //! that site, a tenant quota 429 pausing only that site, a global quota 429 pausing the app's
 //! requests to that product (Jira and Confluence have separate pools) until the reset, every
-//! request costed against the hourly points budget of its product, and a 401 answered by one
-//! refresh and one retry.
+//! request costed against the hourly points budget of its product, one run held to its slice
+//! of that budget, and a 401 answered by one refresh and one retry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,19 @@ pub enum CallError {
         product: Product,
         /// The start of the next UTC hour.
         until: DateTime<Utc>,
+    },
+    /// This run has spent its slice of the hour's share (`sync.run_share_percent`): it stops
+    /// so that other sites' runs get their turn. What it committed stays; the site goes on
+    /// from there at its next tick.
+    #[error(
+        "this run reached its slice of this hour's points ({spent} of {slice}: \
+         sync.run_share_percent of what was left when it started); the site continues at the next tick"
+    )]
+    SliceSpent {
+        /// What the run spent, or would have spent with the work it was about to start.
+        spent: i64,
+        /// The run's slice.
+        slice: i64,
     },
     /// The database failed (budget, scope error or alert writes).
     #[error("database error: {0}")]
@@ -112,6 +125,8 @@ pub struct SiteSession<'a> {
     /// Points left this hour in the app's pool of the site's product after the last request,
     /// as far as atlassync knows.
     pub points_remaining: Option<i64>,
+    /// The most this run may spend, fixed by its first budget check (`SyncConfig::run_slice`).
+    slice: Option<i64>,
 }
 
 /// The UTC hour `at` falls in: quota windows reset at the top of each UTC hour.
@@ -138,6 +153,7 @@ impl<'a> SiteSession<'a> {
             requests: 0,
             points: 0,
             points_remaining: None,
+            slice: None,
         }
     }
 
@@ -167,7 +183,15 @@ impl<'a> SiteSession<'a> {
         let mut failures = 0u32;
         let mut refreshed_after_401 = false;
         loop {
-            self.check_budget(most_points).await?;
+            let slice = self.check_budget(most_points).await?;
+            // The request that crosses the slice is the run's last: a page is never left
+            // half-paid, and the hourly share above is checked against the worst case.
+            if self.points >= slice {
+                return Err(CallError::SliceSpent {
+                    spent: self.points,
+                    slice,
+                });
+            }
             if let Some(until) = self.throttles.wait_until(&endpoint) {
                 tokio::time::sleep_until(until).await;
             }
@@ -293,10 +317,31 @@ impl<'a> SiteSession<'a> {
         }
     }
 
-    /// Checks that `points` more can be spent within sync's share of this hour, before work
-    /// that is only worth starting if it can finish (an id reconciliation).
+    /// Checks that `points` more can be spent within sync's share of this hour and within
+    /// this run's slice, before work that is only worth starting if it can finish (an id
+    /// reconciliation). Work larger than any run's slice can ever be fails as
+    /// [`CallError::TooLarge`] rather than waiting for an hour that never comes.
     pub async fn reserve(&mut self, points: i64) -> Result<(), CallError> {
-        self.check_budget(points).await
+        let sync = &self.app.config.sync;
+        let largest = sync.largest_run_slice();
+        if points > largest {
+            return Err(CallError::TooLarge(format!(
+                "this run needs about {points} points at once, more than one run may ever \
+                 spend ({largest}: sync.run_share_percent = {}% of sync's hourly share of {}); \
+                 raise sync.run_share_percent, or sync.points_per_hour if the app has a larger \
+                 (Tier 2) quota",
+                sync.run_share_percent,
+                sync.hourly_share()
+            )));
+        }
+        let slice = self.check_budget(points).await?;
+        if self.points + points > slice {
+            return Err(CallError::SliceSpent {
+                spent: self.points + points,
+                slice,
+            });
+        }
+        Ok(())
     }
 
     /// A second 401 saying "scope does not match" is a scope problem, not an expired token:
@@ -336,8 +381,8 @@ impl<'a> SiteSession<'a> {
 
     /// Refuses a request that could take sync past its share of the hour's points of the
     /// site's product, or that Atlassian asked to wait (the product's pool, or this site's
-    /// own).
-    async fn check_budget(&mut self, most_points: i64) -> Result<(), CallError> {
+    /// own). Returns the run's slice, fixed at its first check from what was left then.
+    async fn check_budget(&mut self, most_points: i64) -> Result<i64, CallError> {
         let now = self.app.clock.now();
         let hour = hour_start(now);
         let product = self.site.product;
@@ -358,13 +403,16 @@ impl<'a> SiteSession<'a> {
         let sync = &self.app.config.sync;
         let share = sync.hourly_share();
         self.points_remaining = Some(i64::from(sync.points_per_hour) - used);
+        let slice = *self
+            .slice
+            .get_or_insert_with(|| sync.run_slice(share - used));
         if used + most_points > share {
             return Err(CallError::BudgetDeferred {
                 product,
                 until: hour + TimeDelta::hours(1),
             });
         }
-        Ok(())
+        Ok(slice)
     }
 
     /// Believes Atlassian's count over the local one: the app's pool of each product is shared

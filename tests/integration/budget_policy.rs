@@ -1,13 +1,14 @@
 //! The points budget as a policy an operator can read: Atlassian keeps one hourly pool per app
 //! *and product*, so Jira and Confluence spend separate budgets, a global quota 429 pauses
 //! only the product that got it, and Atlassian's `RateLimit` count calibrates the product it
-//! came with.
+//! came with. Within a product, one run spends at most its slice of what is left of the hour
+//! (`sync.run_share_percent`), so one site's backlog cannot starve the others' runs.
 
-use atlassian_emulator::{EmulatorConfig, Fault, FaultKind, Product};
+use atlassian_emulator::{EmulatorConfig, Fault, FaultKind, GenerateOptions, Product};
 use atlassync::domain::SyncKind;
 use atlassync::jobs::sync::{SyncReport, Syncer};
 use atlassync::sandbox::Overrides;
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 
 use crate::support::{NowForTests, TestApp};
@@ -27,6 +28,8 @@ struct Scene {
 struct Run {
     outcome: String,
     error: Option<String>,
+    upserted: i32,
+    points_used: i32,
 }
 
 impl Scene {
@@ -76,8 +79,8 @@ impl Scene {
 
     /// The latest run of `kind` on `cloud`.
     async fn last_run(&self, cloud: &str, kind: SyncKind) -> Run {
-        let (outcome, error) = sqlx::query_as(
-            "SELECT outcome, error FROM sync_runs
+        let (outcome, error, upserted, points_used) = sqlx::query_as(
+            "SELECT outcome, error, upserted, points_used FROM sync_runs
              WHERE cloud_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(cloud)
@@ -85,7 +88,12 @@ impl Scene {
         .fetch_one(self.app.pool())
         .await
         .unwrap();
-        Run { outcome, error }
+        Run {
+            outcome,
+            error,
+            upserted,
+            points_used,
+        }
     }
 
     /// Live Jira rows of `cloud`.
@@ -321,5 +329,138 @@ async fn a_jira_ratelimit_header_raises_jiras_spend_and_not_confluences(pool: Pg
         )
         .await,
         Some((1000 - confluence) as f64)
+    );
+}
+
+#[sqlx::test]
+async fn a_large_first_sync_is_sliced_so_a_small_site_still_syncs_in_the_same_hour(pool: PgPool) {
+    // Sync's share: 1,800 points an hour; one run may spend half of what is left.
+    let s = Scene::start(pool, Some(2000)).await;
+    let big = s.site("acme", &[Product::Jira]).await;
+    let small = s.site("globex", &[Product::Jira]).await;
+    let emulator = &s.app.sandbox.emulator;
+    // 2,000 issues of history, a hundred every three days: a first sync costs more than the
+    // hour's share, and each sliced run moves the watermark past what it committed.
+    let start = s.app.clock.now_for_tests() - Duration::days(70);
+    for chunk in 0..20 {
+        emulator.create_issues_with(
+            &big,
+            "ENG",
+            100,
+            GenerateOptions {
+                updated_at: Some(start + Duration::days(3 * chunk)),
+            },
+        );
+    }
+    emulator.create_issues(&small, "OPS", 5);
+
+    s.pass(SyncKind::JiraIncremental).await;
+    let first = s.last_run(&big, SyncKind::JiraIncremental).await;
+    assert_eq!(first.outcome, "deferred", "{first:?}");
+    let kept = s.issue_rows(&big).await;
+    assert!(kept > 0, "what the first run read is committed");
+    // The watermark moved only as far as the committed rows prove.
+    let (watermark, newest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT (SELECT jira_watermark FROM synced_sites WHERE cloud_id = $1 AND product = 'jira'),
+                (SELECT max(updated_at) FROM jira_issues WHERE cloud_id = $1)",
+    )
+    .bind(&big)
+    .fetch_one(s.app.pool())
+    .await
+    .unwrap();
+    assert_eq!(watermark, newest);
+
+    // Five minutes later the small site has a change, and its run still fits the hour.
+    s.app.clock.advance(Duration::minutes(5));
+    let now = s.app.clock.now_for_tests();
+    emulator.create_issues_with(
+        &small,
+        "OPS",
+        1,
+        GenerateOptions {
+            updated_at: Some(now),
+        },
+    );
+    s.pass(SyncKind::JiraIncremental).await;
+    let run = s.last_run(&small, SyncKind::JiraIncremental).await;
+    assert_eq!(
+        run.outcome, "ok",
+        "the large first sync left room for the small site's run: {run:?}"
+    );
+    assert_eq!(s.issue_rows(&small).await, 6);
+    assert!(
+        s.issue_rows(&big).await > kept,
+        "the large site went on too"
+    );
+
+    // The first run stopped at its slice, not at the hour's share.
+    let error = first.error.as_deref().unwrap_or_default();
+    assert!(error.contains("slice"), "{error}");
+    assert!(
+        (900..=900 + 101).contains(&first.points_used),
+        "half of the 1,800-point share, and the page that crossed it: {first:?}"
+    );
+    assert_eq!(i64::from(first.upserted), kept);
+
+    // The large site goes on where its committed rows end, tick after tick (and into the
+    // next hour once the share is spent), until it is complete.
+    let mut rows = s.issue_rows(&big).await;
+    assert!(rows >= kept, "committed rows stay");
+    for _ in 0..20 {
+        let run = s.last_run(&big, SyncKind::JiraIncremental).await;
+        if run.outcome == "ok" {
+            break;
+        }
+        assert_eq!(run.outcome, "deferred", "{run:?}");
+        if run
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains(SHARE_SPENT))
+        {
+            s.next_hour();
+        } else {
+            s.app.clock.advance(Duration::minutes(5));
+        }
+        s.pass(SyncKind::JiraIncremental).await;
+        let now = s.issue_rows(&big).await;
+        assert!(now >= rows, "committed rows stay: {now} < {rows}");
+        rows = now;
+    }
+    let last = s.last_run(&big, SyncKind::JiraIncremental).await;
+    assert_eq!(last.outcome, "ok", "{last:?}");
+    assert_eq!(s.issue_rows(&big).await, 2000);
+}
+
+#[sqlx::test]
+async fn a_census_larger_than_any_runs_slice_says_so_instead_of_waiting(pool: PgPool) {
+    let s = Scene::start(pool, None).await;
+    let acme = s.site("acme", &[Product::Jira]).await;
+    s.app.sandbox.emulator.create_issues(&acme, "ENG", 600);
+    s.pass(SyncKind::JiraIncremental).await;
+    assert_eq!(s.issue_rows(&acme).await, 600);
+    // A share of 900 points an hour could pay for a census of 600 issues, but no run may
+    // spend more than half of it.
+    let mut config = (*s.app.sandbox.app.config).clone();
+    config.sync.points_per_hour = 1000;
+    let small = s.app.sandbox.app.reconfigured(config);
+    let syncer = Syncer::new(
+        small.clone(),
+        atlassync::lifecycle::Refresher::new(small, "small"),
+    );
+    s.next_hour();
+    let report = syncer
+        .run_once(
+            SyncKind::JiraReconcile,
+            s.app.clock.now_for_tests(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let run = s.last_run(&acme, SyncKind::JiraReconcile).await;
+    let error = run.error.unwrap_or_default();
+    assert!(
+        error.contains("450") && error.contains("sync.run_share_percent"),
+        "{error}"
     );
 }
