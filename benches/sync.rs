@@ -36,7 +36,7 @@ use atlassian_emulator::{ConsentDecision, EmulatorConfig, NewUser, Product};
 use atlassync::app::App;
 use atlassync::atlassian::jira::{self, SYNC_FIELDS, SearchPage};
 use atlassync::clock::SystemClock;
-use atlassync::domain::{CloudId, IssueRow, SiteKey, SyncKind};
+use atlassync::domain::{CloudId, IssueRow, SyncKind};
 use atlassync::jobs::jira_sync::incremental_jql;
 use atlassync::jobs::sync::Syncer;
 use atlassync::lifecycle::Refresher;
@@ -1030,14 +1030,17 @@ async fn points_bookkeeping(app: &App, requests: usize) -> anyhow::Result<Measur
     for _ in 0..requests {
         {
             let mut conn = app.pool.acquire().await?;
-            let site = SiteKey {
-                cloud_id: CloudId::new("bench-site"),
-                product: atlassync::domain::Product::Jira,
-            };
-            api_budget::budget(&mut conn, hour, Some(&site)).await?;
+            let site = CloudId::new("bench-site");
+            api_budget::budget(
+                &mut conn,
+                hour,
+                atlassync::domain::Product::Jira,
+                Some(&site),
+            )
+            .await?;
         }
         let mut conn = app.pool.acquire().await?;
-        api_budget::spend_points(&mut conn, hour, 101).await?;
+        api_budget::spend_points(&mut conn, hour, atlassync::domain::Product::Jira, 101).await?;
     }
     Ok(meter.stop())
 }

@@ -207,8 +207,8 @@ pub struct RateLimitHeaders {
     pub reset: Option<String>,
     /// `X-RateLimit-NearLimit: true`: less than a fifth of the budget is left.
     pub near_limit: bool,
-    /// `RateLimit`'s `"global-app-quota"` entry: points left in the app's pool (sent once
-    /// ~80 % is spent) and seconds to its reset.
+    /// `RateLimit`'s `"global-app-quota"` entry: points left in the app's pool of the
+    /// answer's product (sent once ~80 % is spent) and seconds to its reset.
     pub global: Option<QuotaState>,
     /// `RateLimit`'s `"tenant-app-quota"` entry: the same for this site's own pool.
     pub tenant: Option<QuotaState>,

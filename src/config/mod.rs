@@ -147,10 +147,15 @@ pub struct RetentionConfig {
 /// `[sync]`: pacing and windows of the Jira and Confluence sync.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// The app's points quota per UTC hour (Atlassian's default Tier 1 pool: 65,000).
+    /// The app's points quota per UTC hour of *each* product (Atlassian keeps one pool per
+    /// app and product; the default Tier 1 pool is 65,000).
     pub points_per_hour: u32,
-    /// Share of the hourly quota sync leaves unspent, for everything else.
+    /// Share of each product's hourly quota sync leaves unspent, for everything else.
     pub budget_reserve_percent: u32,
+    /// Percent of what is left of sync's hourly share (of the run's product) that one run
+    /// may spend, taken when the run starts; never less than [`RUN_SLICE_FLOOR`]. Keeps one
+    /// site's backlog from starving the other sites' runs for the rest of the hour.
+    pub run_share_percent: u32,
     /// How far before the watermark each incremental Jira query starts.
     pub jira_overlap: TimeDelta,
     /// How long Jira's search index may lag behind a change: a complete scan moves the
@@ -170,10 +175,20 @@ pub struct SyncConfig {
     pub max_delete_fraction: f64,
 }
 
+/// The least a run's slice can be, whatever is left of the hour's share: a normal incremental
+/// run (a `/myself`, one page of 100 issues) always fits.
+pub const RUN_SLICE_FLOOR: i64 = 200;
+
 impl SyncConfig {
-    /// The points sync may spend in one UTC hour: the quota less the reserve.
+    /// The points sync may spend on one product in one UTC hour: its quota less the reserve.
     pub fn hourly_share(&self) -> i64 {
         i64::from(self.points_per_hour) * (100 - i64::from(self.budget_reserve_percent)) / 100
+    }
+
+    /// The most points one run may spend when it starts with `left` points of the hour's
+    /// share unspent: `run_share_percent` of them, at least [`RUN_SLICE_FLOOR`].
+    pub fn run_slice(&self, left: i64) -> i64 {
+        (left.max(0) * i64::from(self.run_share_percent) / 100).max(RUN_SLICE_FLOOR)
     }
 }
 /// `[database]`: the Postgres that holds all state.
@@ -485,6 +500,7 @@ mod raw {
     pub struct RawSync {
         pub points_per_hour: u32,
         pub budget_reserve_percent: u32,
+        pub run_share_percent: u32,
         pub jira_overlap: DurationValue,
         pub jira_index_lag: DurationValue,
         pub jira_rescan_every: DurationValue,
@@ -499,6 +515,7 @@ mod raw {
             Self {
                 points_per_hour: 65_000,
                 budget_reserve_percent: 10,
+                run_share_percent: 50,
                 jira_overlap: "5m".into(),
                 jira_index_lag: "1m".into(),
                 jira_rescan_every: "1d".into(),
@@ -1081,6 +1098,15 @@ mod raw {
                         ));
                     }
                 },
+                run_share_percent: match self.sync.run_share_percent {
+                    p @ 1..=100 => p,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "sync.run_share_percent",
+                            "must be between 1 and 100 (100: one run may spend all that is left of the hour's share)",
+                        ));
+                    }
+                },
                 jira_overlap: self.sync.jira_overlap.parse_span("sync.jira_overlap")?,
                 jira_index_lag: self.sync.jira_index_lag.parse_span("sync.jira_index_lag")?,
                 jira_rescan_every: self
@@ -1216,5 +1242,38 @@ impl Config {
     /// The database URL, for connecting.
     pub fn database_url(&self) -> &str {
         self.database.url.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(points_per_hour: u32, run_share_percent: u32) -> SyncConfig {
+        SyncConfig {
+            points_per_hour,
+            budget_reserve_percent: 10,
+            run_share_percent,
+            jira_overlap: TimeDelta::minutes(5),
+            jira_index_lag: TimeDelta::minutes(1),
+            jira_rescan_every: TimeDelta::days(1),
+            jira_rescan_window: TimeDelta::days(1),
+            jira_page_size: 100,
+            max_retries: 4,
+            max_delete_fraction: 0.2,
+        }
+    }
+
+    #[test]
+    fn a_runs_slice_is_its_share_of_what_is_left_and_never_below_the_floor() {
+        let defaults = sync(65_000, 50);
+        assert_eq!(defaults.hourly_share(), 58_500);
+        assert_eq!(defaults.run_slice(58_500), 29_250);
+        assert_eq!(defaults.run_slice(10_000), 5_000);
+        // Late in a busy hour a normal incremental run still fits.
+        assert_eq!(defaults.run_slice(300), RUN_SLICE_FLOOR);
+        assert_eq!(defaults.run_slice(-5), RUN_SLICE_FLOOR);
+        // 100: one run may spend all that is left, as before slices existed.
+        assert_eq!(sync(65_000, 100).run_slice(58_500), 58_500);
     }
 }

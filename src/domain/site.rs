@@ -21,6 +21,9 @@ pub enum Product {
 }
 
 impl Product {
+    /// Every product, in a fixed order (for figures reported per product).
+    pub const ALL: [Product; 2] = [Self::Jira, Self::Confluence];
+
     /// The name stored in the `sites.product` column.
     pub fn as_str(self) -> &'static str {
         match self {

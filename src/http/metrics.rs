@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::auth::bearer_allows;
 use crate::app::App;
 use crate::delivery::is_failing;
-use crate::domain::{GrantStatus, Sink};
+use crate::domain::{GrantStatus, Product, Sink};
 use crate::store::alerts::AlertKind;
 use crate::store::{self, alert_outbox, alerts, api_budget, grants, sync_runs};
 
@@ -172,18 +172,30 @@ async fn database_metrics(app: &App, out: &mut Exposition) -> Result<(), sqlx::E
         &failing,
     );
 
+    // Atlassian keeps one pool per app and product, and so does the budget.
     let hour = crate::pacing::hour_start(now);
-    let used = api_budget::budget(&mut conn, hour, None).await?.used;
     let quota = i64::from(app.config.sync.points_per_hour);
-    out.gauge(
+    let mut used = Vec::new();
+    let mut remaining = Vec::new();
+    for product in Product::ALL {
+        let spent = api_budget::budget(&mut conn, hour, product, None)
+            .await?
+            .used;
+        used.push(([("product", product.as_str())], spent as f64));
+        remaining.push((
+            [("product", product.as_str())],
+            (quota - spent).max(0) as f64,
+        ));
+    }
+    out.gauge_rows(
         "atlassync_api_points_used",
-        "Points the app spent this UTC hour (all replicas).",
-        &[(&[], used as f64)],
+        "Points the app spent this UTC hour (all replicas), by product.",
+        &used,
     );
-    out.gauge(
+    out.gauge_rows(
         "atlassync_api_points_remaining",
-        "Points left of sync.points_per_hour this UTC hour.",
-        &[(&[], (quota - used).max(0) as f64)],
+        "Points left of sync.points_per_hour (each product's pool) this UTC hour, by product.",
+        &remaining,
     );
 
     let streams = sync_runs::freshness(&mut conn).await?;

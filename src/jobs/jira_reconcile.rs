@@ -49,6 +49,13 @@ const LEAF: usize = 32;
 /// The most ids an id-only search page carries.
 const CENSUS_PAGE: i64 = 5000;
 
+/// The fewest ids worth a census page of their own.
+const LEAST_CENSUS_PAGE: i64 = 100;
+
+/// Points kept back from a census page for the reads that settle it (a bulk fetch of the
+/// few ids that differ, usually): a page is only paid for when it can also be settled.
+const SETTLE_ROOM: i64 = 20;
+
 /// Field names change rarely: listing them daily is enough.
 const FIELDS_EVERY: TimeDelta = TimeDelta::days(1);
 
@@ -236,12 +243,26 @@ async fn census_range(
     pending: PendingRange,
     totals: &mut RunTotals,
 ) -> Result<(), CallError> {
-    let jql = format!("{} ORDER BY id ASC", scope_jql(restriction, pending.rest));
-    // Pages small enough that a few fit in one hour's share of a small quota.
-    let page_size = (app.config.sync.hourly_share() / 4).clamp(100, CENSUS_PAGE) as u32;
     let mut from = pending.rest.start;
+    let mut jql = String::new();
     let mut scan = Scan::default();
+    let mut scan_page_size = 0;
     loop {
+        // Each page fits what the run may still spend, with room to settle it: a page paid
+        // for but not settled would be read again by the next run.
+        let room = session.room(LEAST_CENSUS_PAGE + SETTLE_ROOM).await?;
+        let page_size = (room - SETTLE_ROOM - 1).clamp(LEAST_CENSUS_PAGE, CENSUS_PAGE) as u32;
+        if page_size != scan_page_size {
+            // A page token belongs to its query and page size: a new size starts a new query
+            // from the first id not yet proven.
+            let rest = IdRange {
+                start: from,
+                end: pending.rest.end,
+            };
+            jql = format!("{} ORDER BY id ASC", scope_jql(restriction, rest));
+            scan = Scan::default();
+            scan_page_size = page_size;
+        }
         let page = session
             .call(jira::search(&jql, &["id"], page_size, scan.token()))
             .await?;

@@ -342,6 +342,7 @@ impl Syncer {
             Err(CallError::Store(e)) => return Err(e),
             Err(
                 e @ (CallError::BudgetDeferred { .. }
+                | CallError::SliceSpent { .. }
                 | CallError::QuotaPaused { .. }
                 | CallError::SitePaused { .. }),
             ) => (Outcome::Deferred, Some(e)),

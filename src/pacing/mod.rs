@@ -1,9 +1,10 @@
 //! Pacing: calling one site's product API through one grant, the way Atlassian asks to be called:
 //! timeouts, retries with jitter (every call atlassync makes is a read, so all are
 //! idempotent), `Retry-After` honoured exactly, a burst 429 slowing only that endpoint of
-//! that site, a quota 429 pausing all of the app's work until the reset, every request
-//! costed against the app's hourly points budget, and a 401 answered by one refresh and one
-//! retry.
+//! that site, a tenant quota 429 pausing only that site, a global quota 429 pausing the app's
+//! requests to that product (Jira and Confluence have separate pools) until the reset, every
+//! request costed against the hourly points budget of its product, one run held to its slice
+//! of that budget, and a 401 answered by one refresh and one retry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::atlassian::{ApiError, ProductCall, RateLimitHeaders};
-use crate::domain::{AccessToken, CloudId, GrantId, SiteKey};
+use crate::domain::{AccessToken, CloudId, GrantId, Product, SiteKey};
 use crate::lifecycle::{Refresher, TokenUnavailable};
 use crate::store::{api_budget, synced_sites};
 
@@ -29,9 +30,13 @@ pub enum CallError {
     /// An API error that retries did not cure, or that no retry can cure.
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// Atlassian's hourly quota is exhausted: no request until `until`.
-    #[error("the app's hourly points quota is exhausted; all requests wait until {until}")]
+    /// Atlassian's hourly quota of this product is exhausted: no request to it until `until`.
+    #[error(
+        "the app's hourly {product} points quota is exhausted; {product} requests wait until {until}"
+    )]
     QuotaPaused {
+        /// The product whose pool is spent; the other product carries on.
+        product: Product,
         /// When requests may resume: `Retry-After` (believed up to 2 h) or the next UTC hour.
         until: DateTime<Utc>,
     },
@@ -41,11 +46,26 @@ pub enum CallError {
         /// When the site's requests may resume.
         until: DateTime<Utc>,
     },
-    /// Sync has spent its share of this hour's points; it resumes next hour.
-    #[error("sync has used its share of this hour's points budget; resuming at {until}")]
+    /// Sync has spent its share of this hour's points of this product; it resumes next hour.
+    #[error("sync has used its share of this hour's {product} points budget; resuming at {until}")]
     BudgetDeferred {
+        /// The product whose share is spent.
+        product: Product,
         /// The start of the next UTC hour.
         until: DateTime<Utc>,
+    },
+    /// This run has spent its slice of the hour's share (`sync.run_share_percent`): it stops
+    /// so that other sites' runs get their turn. What it committed stays; the site goes on
+    /// from there at its next tick.
+    #[error(
+        "this run reached its slice of this hour's points ({spent} of {slice}: \
+         sync.run_share_percent of what was left when it started); the site continues at the next tick"
+    )]
+    SliceSpent {
+        /// What the run spent, or would have spent with the work it was about to start.
+        spent: i64,
+        /// The run's slice.
+        slice: i64,
     },
     /// The database failed (budget, scope error or alert writes).
     #[error("database error: {0}")]
@@ -99,8 +119,11 @@ pub struct SiteSession<'a> {
     pub requests: i64,
     /// Points spent, by Atlassian's 2026 model (1 + objects returned).
     pub points: i64,
-    /// Points left this hour for the app after the last request, as far as atlassync knows.
+    /// Points left this hour in the app's pool of the site's product after the last request,
+    /// as far as atlassync knows.
     pub points_remaining: Option<i64>,
+    /// The most this run may spend, fixed by its first budget check (`SyncConfig::run_slice`).
+    slice: Option<i64>,
 }
 
 /// The UTC hour `at` falls in: quota windows reset at the top of each UTC hour.
@@ -127,6 +150,7 @@ impl<'a> SiteSession<'a> {
             requests: 0,
             points: 0,
             points_remaining: None,
+            slice: None,
         }
     }
 
@@ -156,7 +180,15 @@ impl<'a> SiteSession<'a> {
         let mut failures = 0u32;
         let mut refreshed_after_401 = false;
         loop {
-            self.check_budget(most_points).await?;
+            let slice = self.check_budget(most_points).await?;
+            // The request that crosses the slice is the run's last: a page is never left
+            // half-paid, and the hourly share above is checked against the worst case.
+            if self.points >= slice {
+                return Err(CallError::SliceSpent {
+                    spent: self.points,
+                    slice,
+                });
+            }
             if let Some(until) = self.throttles.wait_until(&endpoint) {
                 tokio::time::sleep_until(until).await;
             }
@@ -232,14 +264,14 @@ impl<'a> SiteSession<'a> {
                         }
                         None => hour_start(now) + TimeDelta::hours(1),
                     };
+                    // Atlassian's pools are per app and product: only this product waits.
+                    let product = self.site.product;
                     let mut conn = self.app.pool.acquire().await?;
-                    api_budget::pause_app(&mut conn, hour_start(now), until).await?;
-                    tracing::warn!(site.cloud_id = %self.site.cloud_id, %reason, %until, "quota exhausted: pausing all requests");
+                    api_budget::pause_app(&mut conn, hour_start(now), product, until).await?;
+                    tracing::warn!(site.cloud_id = %self.site.cloud_id, site.product = %product, %reason, %until, "quota exhausted: pausing all requests to this product");
                     let pause = (until - now).to_std().unwrap_or_default();
-                    self.app
-                        .telemetry
-                        .throttled(self.site.product.as_str(), pause);
-                    return Err(CallError::QuotaPaused { until });
+                    self.app.telemetry.throttled(product.as_str(), pause);
+                    return Err(CallError::QuotaPaused { product, until });
                 }
                 ApiError::RateLimited {
                     retry_after,
@@ -282,10 +314,23 @@ impl<'a> SiteSession<'a> {
         }
     }
 
-    /// Checks that `points` more can be spent within sync's share of this hour, before work
-    /// that is only worth starting if it can finish (an id reconciliation).
-    pub async fn reserve(&mut self, points: i64) -> Result<(), CallError> {
-        self.check_budget(points).await
+    /// How many points this run may still spend, when that is at least `least`: the rest of
+    /// its slice, or of sync's share of the hour if that is less. Work that must not be
+    /// interrupted once paid for (a census page and the reads that settle it) sizes itself to
+    /// this, and stops with the error a request would get when there is not room for `least`.
+    pub async fn room(&mut self, least: i64) -> Result<i64, CallError> {
+        let slice = self.check_budget(least).await?;
+        let slice_left = slice - self.points;
+        if slice_left < least {
+            return Err(CallError::SliceSpent {
+                spent: self.points + least,
+                slice,
+            });
+        }
+        let sync = &self.app.config.sync;
+        let reserve = i64::from(sync.points_per_hour) - sync.hourly_share();
+        let share_left = self.points_remaining.unwrap_or(0) - reserve;
+        Ok(slice_left.min(share_left))
     }
 
     /// A second 401 saying "scope does not match" is a scope problem, not an expired token:
@@ -323,40 +368,48 @@ impl<'a> SiteSession<'a> {
         tx.commit().await
     }
 
-    /// Refuses a request that could take sync past its share of the hour's points, or that
-    /// Atlassian asked to wait (the app's pool, or this site's own).
-    async fn check_budget(&mut self, most_points: i64) -> Result<(), CallError> {
+    /// Refuses a request that could take sync past its share of the hour's points of the
+    /// site's product, or that Atlassian asked to wait (the product's pool, or this site's
+    /// own). Returns the run's slice, fixed at its first check from what was left then.
+    async fn check_budget(&mut self, most_points: i64) -> Result<i64, CallError> {
         let now = self.app.clock.now();
         let hour = hour_start(now);
+        let product = self.site.product;
         let api_budget::Budget {
             used,
             paused_until: paused,
             site_paused_until: site_paused,
         } = {
             let mut conn = self.app.pool.acquire().await?;
-            api_budget::budget(&mut conn, hour, Some(&self.site)).await?
+            api_budget::budget(&mut conn, hour, product, Some(&self.site.cloud_id)).await?
         };
         if let Some(until) = paused.filter(|until| *until > now) {
-            return Err(CallError::QuotaPaused { until });
+            return Err(CallError::QuotaPaused { product, until });
         }
         if let Some(until) = site_paused.filter(|until| *until > now) {
             return Err(CallError::SitePaused { until });
         }
-        let quota = i64::from(self.app.config.sync.points_per_hour);
-        let share = self.app.config.sync.hourly_share();
-        self.points_remaining = Some(quota - used);
+        let sync = &self.app.config.sync;
+        let share = sync.hourly_share();
+        self.points_remaining = Some(i64::from(sync.points_per_hour) - used);
+        let slice = *self
+            .slice
+            .get_or_insert_with(|| sync.run_slice(share - used));
         if used + most_points > share {
             return Err(CallError::BudgetDeferred {
+                product,
                 until: hour + TimeDelta::hours(1),
             });
         }
-        Ok(())
+        Ok(slice)
     }
 
-    /// Believes Atlassian's count over the local one: the app's pool is shared with other
-    /// installations of the app and other replicas, so when `RateLimit` says less is left
-    /// than atlassync counted, the hour's spend is raised to match; and a site whose own
-    /// pool is nearly spent pauses until its reset rather than run into the wall.
+    /// Believes Atlassian's count over the local one: the app's pool of each product is shared
+    /// with other installations of the app and other replicas, so when `RateLimit` on an
+    /// answer of this site's product says less is left than atlassync counted, that product's
+    /// spend this hour is raised to match (the other product's pool is not touched); and a
+    /// site whose own pool is nearly spent pauses until its reset rather than run into the
+    /// wall.
     async fn calibrate(&mut self, seen: &RateLimitHeaders) -> Result<(), CallError> {
         let now = self.app.clock.now();
         if let Some(remaining) = seen.global.and_then(|g| g.remaining) {
@@ -364,8 +417,13 @@ impl<'a> SiteSession<'a> {
                 .global_quota
                 .unwrap_or_else(|| i64::from(self.app.config.sync.points_per_hour));
             let mut conn = self.app.pool.acquire().await?;
-            let used =
-                api_budget::raise_spend_to(&mut conn, hour_start(now), quota - remaining).await?;
+            let used = api_budget::raise_spend_to(
+                &mut conn,
+                hour_start(now),
+                self.site.product,
+                quota - remaining,
+            )
+            .await?;
             self.points_remaining = Some(i64::from(self.app.config.sync.points_per_hour) - used);
         }
         if let Some(state) = seen.tenant
@@ -385,7 +443,7 @@ impl<'a> SiteSession<'a> {
         self.points += points;
         let hour = hour_start(self.app.clock.now());
         let mut conn = self.app.pool.acquire().await?;
-        let used = api_budget::spend_points(&mut conn, hour, points).await?;
+        let used = api_budget::spend_points(&mut conn, hour, self.site.product, points).await?;
         self.points_remaining = Some(i64::from(self.app.config.sync.points_per_hour) - used);
         Ok(())
     }

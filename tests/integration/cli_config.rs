@@ -236,6 +236,14 @@ fn every_broken_configuration_exits_2_naming_the_key() {
             "jira.jql",
             Box::new(|t: String| format!("{t}\n[jira]\njql = \"project = ENG ORDER BY key\"\n")),
         ),
+        (
+            "sync.run_share_percent",
+            Box::new(|t: String| format!("{t}\n[sync]\nrun_share_percent = 0\n")),
+        ),
+        (
+            "sync.run_share_percent",
+            Box::new(|t: String| format!("{t}\n[sync]\nrun_share_percent = 101\n")),
+        ),
     ];
     for (key, edit) in cases {
         let output = atlassync(&scratch.config(edit), &[], &["check-config"]);

@@ -8,6 +8,7 @@ mod alert_delivery;
 mod alert_delivery_process;
 mod alerts_cli;
 mod architecture;
+mod budget_policy;
 mod cli_config;
 mod connect_flow;
 mod daemon_component;
