@@ -20,6 +20,14 @@ pub enum GrantStatus {
 }
 
 impl GrantStatus {
+    /// Every status, in the order operators read them.
+    pub const ALL: [Self; 4] = [
+        Self::Active,
+        Self::Degraded,
+        Self::NeedsReauth,
+        Self::Disabled,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

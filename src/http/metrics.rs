@@ -22,13 +22,6 @@ use crate::store::{self, alert_outbox, alerts, api_budget, grants, sync_runs};
 /// A scheduler silent for this long makes the replica unready (it ticks every second).
 const SCHEDULER_SILENCE: Duration = Duration::from_secs(10);
 
-const GRANT_STATUSES: [GrantStatus; 4] = [
-    GrantStatus::Active,
-    GrantStatus::Degraded,
-    GrantStatus::NeedsReauth,
-    GrantStatus::Disabled,
-];
-
 /// Why the replica is not ready, if it is not.
 pub async fn unready_reason(app: &App) -> Option<String> {
     if let Err(e) = store::ping(&app.pool).await {
@@ -108,7 +101,7 @@ async fn database_metrics(app: &App, out: &mut Exposition) -> Result<(), sqlx::E
     let mut conn = app.pool.acquire().await?;
 
     let counts = grants::status_counts(&mut conn).await?;
-    let by_status: Vec<_> = GRANT_STATUSES
+    let by_status: Vec<_> = GrantStatus::ALL
         .iter()
         .map(|status| {
             let n = counts
