@@ -140,6 +140,9 @@ pub async fn claim_sites(
             "WITH due AS (
                 SELECT cloud_id, product FROM synced_sites
                 WHERE product = $1 AND elected_grant_id IS NOT NULL
+                  -- A site still in its first sync has nothing to reconcile yet: a census
+                  -- would fetch again every issue the first sync is about to read.
+                  AND last_synced_at IS NOT NULL
                   AND (reconciled_for IS NULL OR reconciled_for < $2)
                   AND (reconcile_leased_until IS NULL OR reconcile_leased_until < $4)
                 ORDER BY reconciled_for NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)

@@ -143,7 +143,14 @@ async fn a_scan_cut_short_is_incomplete_and_the_next_run_resumes_where_rows_prov
         .sandbox
         .emulator
         .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
-    s.run(SyncKind::JiraReconcile).await;
+    // (The schedule waits for a first complete sync; the operator's run does not.)
+    s.syncer
+        .run_site_now(
+            SyncKind::JiraReconcile,
+            &atlassync::domain::CloudId::new(s.cloud.clone()),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.last_run(SyncKind::JiraReconcile).await.0, "incomplete");
     let after = s.live_ids().await;
     assert!(
@@ -882,4 +889,31 @@ async fn the_drift_check_finds_a_few_changes_among_thousands_for_a_few_hundred_p
     assert_eq!(outcome, "ok");
     assert!(spent < 400, "{spent}");
     assert_eq!(s.live_ids().await, s.emulator_ids());
+}
+
+#[sqlx::test]
+async fn the_reconciliation_waits_for_a_sites_first_complete_sync(pool: PgPool) {
+    let s = Scene::start(pool, &[]).await;
+    s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 40);
+    s.app.sandbox.emulator.set_search_paging(SearchPaging {
+        page_cap: Some(10),
+        empty_page_every: None,
+    });
+    s.app.clock.advance(Duration::minutes(10));
+    let search = format!("/ex/jira/{}/rest/api/3/search/jql", s.cloud);
+    s.app
+        .sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
+    assert_eq!(s.run(SyncKind::JiraIncremental).await.incomplete, 1);
+
+    // Mid first sync: a census would fetch again what the sync is about to read.
+    let report = s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(report.sites, 0, "{report:?}");
+
+    assert_eq!(s.run(SyncKind::JiraIncremental).await.ok, 1);
+    let report = s.run(SyncKind::JiraReconcile).await;
+    assert_eq!(report.ok, 1, "{report:?}");
+    let (_, added, ..) = s.last_run(SyncKind::JiraReconcile).await;
+    assert_eq!(added, 0);
 }
