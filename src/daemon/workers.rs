@@ -1,5 +1,7 @@
 //! One worker loop per [`JobKind`], fed by a `Notify`: a trigger that arrives while the job
-//! runs is coalesced into one more run, so a job never overlaps itself. Workers check for
+//! runs is coalesced into one more run, so a job never overlaps itself. The token sweep is
+//! the exception that listens: while its exchanges are in flight, a trigger claims the
+//! grants that came due into its free slots (still one pass, never two). Workers check for
 //! shutdown between items, never in the middle of a token exchange.
 
 use std::panic::AssertUnwindSafe;
@@ -61,7 +63,7 @@ pub(super) fn spawn(
                 let run = context.borrow().clone();
                 // A bug in one run must not end the job for the life of the process: a dead
                 // token sweep would let grants expire in silence.
-                match AssertUnwindSafe(run_job(job, &run, &stop))
+                match AssertUnwindSafe(run_job(job, &run, triggers.of(job), &stop))
                     .catch_unwind()
                     .await
                 {
@@ -76,10 +78,13 @@ pub(super) fn spawn(
     }
 }
 
-/// One run of `job`, for the latest tick of its schedule.
+/// One run of `job`, for the latest tick of its schedule. The token sweep also hears the
+/// ticks that arrive while it runs (`trigger`), so that grants coming due during a slow
+/// exchange are claimed at the next tick rather than after it.
 async fn run_job(
     job: JobKind,
     run: &RunContext,
+    trigger: &Notify,
     stop: &CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let RunContext {
@@ -90,7 +95,7 @@ async fn run_job(
     } = run;
     let tick = app.config.schedule.of(job).latest_tick(app.clock.now());
     match job {
-        JobKind::TokenSweep => jobs::token_sweep::run_once(app, refresher, stop)
+        JobKind::TokenSweep => jobs::token_sweep::run_pass(app, refresher, stop, trigger)
             .await
             .map(drop),
         JobKind::Revalidate => jobs::revalidate::run_once(app, refresher, tick, stop)

@@ -1,7 +1,9 @@
 //! The token sweep: keep alive (rotate idle refresh tokens), recover interrupted exchanges,
 //! keep warm the grants that have work due, and warn before a family's absolute deadline.
 
-use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
 use crate::app::App;
@@ -9,10 +11,9 @@ use crate::lifecycle::{RefreshOutcome, Refresher};
 use crate::store::alerts::AlertKind;
 use crate::store::grants;
 
-/// How many exchanges run at once, and so how many grants one claim takes: a claimed grant
-/// waiting its turn would burn its lease.
+/// How many exchanges run at once. A grant is claimed only into a free slot, so it starts at
+/// once: a claimed grant waiting its turn would burn its lease.
 const CONCURRENCY: usize = 8;
-const BATCH: i64 = CONCURRENCY as i64;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,11 +36,26 @@ pub struct SweepReport {
     pub deferred: usize,
 }
 
-/// One pass of the sweep: until nothing is due (or `stop` is set between batches).
+/// One pass of the sweep: until nothing is due (or `stop` is set) and every exchange started
+/// has finished.
 pub async fn run_once(
     app: &App,
     refresher: &Refresher,
-    stop: &tokio_util::sync::CancellationToken,
+    stop: &CancellationToken,
+) -> Result<SweepReport, sqlx::Error> {
+    run_pass(app, refresher, stop, &Notify::new()).await
+}
+
+/// One pass of the sweep, as [`run_once`], that also claims again at each `tick` while its
+/// exchanges are in flight (the daemon passes its schedule's trigger). A slow exchange (up
+/// to twice the request timeout) must not hold back the grants that come due meanwhile: they
+/// are claimed into the free slots at the next tick, not after the slowest exchange of the
+/// pass has returned.
+pub async fn run_pass(
+    app: &App,
+    refresher: &Refresher,
+    stop: &CancellationToken,
+    tick: &Notify,
 ) -> Result<SweepReport, sqlx::Error> {
     let mut report = SweepReport::default();
     // The checks and chores come first but never stand between a grant and its keep-alive:
@@ -56,41 +72,85 @@ pub async fn run_once(
     if let Err(e) = close_reauth_breaker(app).await {
         tracing::warn!(error = %e, "checking the re-consent breaker failed");
     }
-    let lease_ttl = app.config.tokens.lease_ttl;
-    while !stop.is_cancelled() {
-        let now = app.clock.now();
-        let claimed = {
-            let mut conn = app.pool.acquire().await?;
-            grants::claim_due_grants(&mut conn, now, BATCH, refresher.holder(), lease_ttl).await?
-        };
-        if claimed.is_empty() {
-            break;
-        }
-        let count = claimed.len();
-        // Once claimed, an exchange runs to completion even if shutdown begins: stopping in
-        // the middle is what loses rotations.
-        let outcomes: Vec<_> = futures_util::stream::iter(claimed)
-            .map(|grant| refresher.refresh_leased(grant))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for outcome in outcomes {
-            match outcome? {
-                RefreshOutcome::Rotated(_) => report.rotated += 1,
-                RefreshOutcome::NeedsReauth(_) => report.needs_reauth += 1,
-                RefreshOutcome::Retrying { .. } => report.retrying += 1,
-                RefreshOutcome::LeaseLost | RefreshOutcome::Crashed => report.lease_lost += 1,
-                RefreshOutcome::Deferred(_) => report.deferred += 1,
+    // Each exchange is a task of its own, so that it progresses (and gives its pool connection
+    // back) while the pass waits on a claim.
+    let mut in_flight = JoinSet::new();
+    // Whether more grants may be due than were last claimed: at the start, after a claim
+    // that filled every free slot, and after a tick.
+    let mut more_due = true;
+    let mut failure = None;
+    let mut panicked = None;
+    loop {
+        let free = CONCURRENCY - in_flight.len();
+        let healthy = failure.is_none() && panicked.is_none();
+        if more_due && free > 0 && healthy && !stop.is_cancelled() {
+            match claim(app, refresher, free).await {
+                Ok(claimed) => {
+                    more_due = claimed.len() == free;
+                    // Once claimed, an exchange runs to completion even if shutdown begins
+                    // or another fails: stopping in the middle is what loses rotations.
+                    for grant in claimed {
+                        let refresher = refresher.clone();
+                        in_flight.spawn(async move { refresher.refresh_leased(grant).await });
+                    }
+                }
+                Err(e) => failure = Some(e),
             }
         }
-        if (count as i64) < BATCH {
+        if in_flight.is_empty() {
             break;
         }
+        tokio::select! {
+            Some(joined) = in_flight.join_next() => match joined {
+                Ok(Ok(RefreshOutcome::Rotated(_))) => report.rotated += 1,
+                Ok(Ok(RefreshOutcome::NeedsReauth(_))) => report.needs_reauth += 1,
+                Ok(Ok(RefreshOutcome::Retrying { .. })) => report.retrying += 1,
+                Ok(Ok(RefreshOutcome::LeaseLost | RefreshOutcome::Crashed)) => {
+                    report.lease_lost += 1;
+                }
+                Ok(Ok(RefreshOutcome::Deferred(_))) => report.deferred += 1,
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                // A panic ends the pass once the other exchanges have finished (the worker
+                // logs it); nothing here aborts a task.
+                Err(e) => {
+                    if let Ok(payload) = e.try_into_panic() {
+                        panicked.get_or_insert(payload);
+                    }
+                }
+            },
+            () = tick.notified() => more_due = true,
+        }
+    }
+    if let Some(payload) = panicked {
+        std::panic::resume_unwind(payload);
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     if report != SweepReport::default() {
         tracing::info!(?report, "token sweep");
     }
     Ok(report)
+}
+
+/// Leases up to `free` due grants to this process.
+async fn claim(
+    app: &App,
+    refresher: &Refresher,
+    free: usize,
+) -> Result<Vec<grants::Grant>, sqlx::Error> {
+    let mut conn = app.pool.acquire().await?;
+    let limit = i64::try_from(free).unwrap_or(i64::MAX);
+    grants::claim_due_grants(
+        &mut conn,
+        app.clock.now(),
+        limit,
+        refresher.holder(),
+        app.config.tokens.lease_ttl,
+    )
+    .await
 }
 
 /// Resolves the re-consent breaker's alert once marks have slowed below its threshold.

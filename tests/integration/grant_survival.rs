@@ -644,3 +644,48 @@ async fn thirty_seconds_of_a_slow_lossy_token_endpoint_lose_no_family(pool: sqlx
     );
     assert_eq!(app.sandbox.emulator.counters().family_revocations, 0);
 }
+
+#[sqlx::test]
+async fn a_grant_coming_due_during_a_slow_exchange_is_claimed_at_the_next_tick(pool: sqlx::PgPool) {
+    let app = TestApp::start(pool).await;
+    let (acme, mia) = app.site_and_user("acme", "Mia", "UTC");
+    assert_eq!(app.consent("mia", &mia).await.0, 200);
+    let ivy = app.user("Ivy", "UTC", vec![acme]);
+    assert_eq!(app.consent("ivy", &ivy).await.0, 200);
+    app.clock.advance(chrono::Duration::days(34));
+    // Mia is due now; Ivy a minute later, well inside Mia's 2-minute lease.
+    sqlx::query("UPDATE grants SET next_refresh_at = $1 + interval '1 minute' WHERE label = 'ivy'")
+        .bind(app.clock.now_for_tests())
+        .execute(app.pool())
+        .await
+        .unwrap();
+    // Keep-alive exchanges are answered after 5 s, so both marks are seen at once if Ivy's
+    // starts while Mia's is out.
+    app.sandbox
+        .emulator
+        .inject_fault(Fault::new(FaultKind::Latency { millis: 5_000 }, "/oauth/token").times(2));
+    let tick = std::sync::Arc::new(tokio::sync::Notify::new());
+    let refresher = app.refresher("worker");
+    let sweep = tokio::spawn({
+        let app = app.sandbox.app.clone();
+        let tick = tick.clone();
+        async move {
+            atlassync::jobs::token_sweep::run_pass(
+                &app,
+                &refresher,
+                &tokio_util::sync::CancellationToken::new(),
+                &tick,
+            )
+            .await
+        }
+    });
+    wait_until_exchanges_started(&app, 1).await;
+
+    // Ivy comes due and the schedule ticks while Mia's exchange is still out: Ivy's starts
+    // alongside it, not after Mia's answer (which clears Mia's mark).
+    app.clock.advance(chrono::Duration::seconds(90));
+    tick.notify_one();
+    wait_until_exchanges_started(&app, 2).await;
+    let report = sweep.await.unwrap().expect("the pass completes");
+    assert_eq!(report.rotated, 2, "{report:?}");
+}
