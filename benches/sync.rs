@@ -13,8 +13,10 @@
 //!    with the `(cloud_id, updated_at)` index, lz4.
 //! 3. The real first sync (`Syncer::run_once`) from an empty `jira_issues`, and its ratio to
 //!    min(A, B), its time to first row and its Postgres CPU per 100,000 issues against the
-//!    COPY's, with a breakdown of where the time goes (parse, UNNEST upsert, points
-//!    bookkeeping) and two alternative write strategies for comparison.
+//!    COPY's, with a breakdown of where the time goes (parse, the sync's write: a binary
+//!    `COPY` of issues new to the table, points bookkeeping) and three alternative write
+//!    strategies for comparison (the `UNNEST` upsert the sync uses for issues already stored,
+//!    and a staged `COPY`).
 //! 4. Peak RSS of a fresh process syncing 10,000 and 100,000 issues, with the emulator in
 //!    the same process and in its own (`atlassync emulator`) process.
 //!
@@ -670,14 +672,15 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
         to_rows.wall
     );
     println!(
-        "   c′ raw text out for the jsonb bind             {:7.2} s  ({:.0} MB; part of d)",
+        "   c′ raw text out for the jsonb column           {:7.2} s  ({:.0} MB; part of d)",
         reserialize.wall,
         jsonb_bytes as f64 / 1e6
     );
     let pages_of_rows: Vec<&[IssueRow]> = rows.chunks(100).collect();
-    let upsert = write_pages(&world, &pages_of_rows, Write::Unnest).await?;
+    let big: Vec<&[IssueRow]> = rows.chunks(1000).collect();
+    let upsert = write_pages(&world, &big, Write::Sync).await?;
     println!(
-        "   d. UNNEST upsert, 1 tx per 100-row page        {}",
+        "   d. the sync's write (binary COPY of new issues), 1 tx per 1,000 rows\n                                                  {}",
         upsert.line(n)
     );
     let bookkeeping = points_bookkeeping(world.app(), pages_of_rows.len()).await?;
@@ -694,10 +697,9 @@ async fn throughput(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     );
 
     println!("\n   alternative writes, for comparison (from an empty jira_issues):");
-    let big: Vec<&[IssueRow]> = rows.chunks(1000).collect();
     let unnest_big = write_pages(&world, &big, Write::Unnest).await?;
     println!(
-        "   f. UNNEST upsert, 1 tx per 1,000 rows          {}",
+        "   f. UNNEST upsert, 1 tx per 1,000 rows (the sync's write of stored issues)\n                                                  {}",
         unnest_big.line(n)
     );
     let staged = write_pages(&world, &pages_of_rows, Write::Staged).await?;
@@ -934,13 +936,17 @@ async fn copy_baseline(
 
 #[derive(Clone, Copy, PartialEq)]
 enum Write {
-    /// `store::upsert_issues` + `advance_watermark` in one tx per batch (the sync's commit).
+    /// `store::upsert_or_set_aside` + `advance_watermark` in one tx per batch (the sync's
+    /// commit; into an empty table, a binary COPY).
+    Sync,
+    /// `store::upsert_issues` + `advance_watermark` in one tx per batch (the sync's write of
+    /// issues already stored).
     Unnest,
     /// COPY into a temp table, then one INSERT … SELECT … ON CONFLICT, in one tx per batch.
     Staged,
 }
 
-/// Writes `batches` into an emptied `jira_issues` the way `commit_page` does (or the staged
+/// Writes `batches` into an emptied `jira_issues` the way `commit_page` does (or an
 /// alternative), one transaction per batch.
 async fn write_pages(
     world: &World,
@@ -972,6 +978,12 @@ async fn write_pages(
             .max()
             .unwrap_or(now);
         match how {
+            Write::Sync => {
+                let mut tx = pool.begin().await?;
+                jira_issues::upsert_or_set_aside(&mut tx, &CloudId::new(cloud), batch, now).await?;
+                synced_sites::advance_watermark(&mut tx, &CloudId::new(cloud), watermark).await?;
+                tx.commit().await?;
+            }
             Write::Unnest => {
                 let mut tx = pool.begin().await?;
                 jira_issues::upsert_issues(&mut tx, &CloudId::new(cloud), batch, now).await?;

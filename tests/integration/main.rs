@@ -22,3 +22,4 @@ mod secrets_stay_sealed;
 mod support;
 mod sync;
 mod sync_truth;
+mod sync_writes;
