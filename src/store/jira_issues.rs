@@ -264,6 +264,35 @@ pub struct Stored {
     pub quarantined: u64,
 }
 
+/// `issues` with one row per issue: its latest copy (by `updated`, then by position). Paging
+/// by `updated` lists an issue changed mid-scan again further on, and one statement may not
+/// write a row twice.
+fn latest_copies(issues: &[IssueRow]) -> std::borrow::Cow<'_, [IssueRow]> {
+    let mut seen = std::collections::HashMap::with_capacity(issues.len());
+    let mut duplicated = false;
+    for (at, issue) in issues.iter().enumerate() {
+        if let Some(earlier) = seen.insert(issue.issue_id.as_str(), at) {
+            duplicated = true;
+            // Keep the earlier copy when it is the newer one.
+            if issues[earlier].updated_at > issue.updated_at {
+                seen.insert(issue.issue_id.as_str(), earlier);
+            }
+        }
+    }
+    if !duplicated {
+        return std::borrow::Cow::Borrowed(issues);
+    }
+    let kept: std::collections::HashSet<usize> = seen.into_values().collect();
+    std::borrow::Cow::Owned(
+        issues
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| kept.contains(at))
+            .map(|(_, issue)| issue.clone())
+            .collect(),
+    )
+}
+
 /// Writes `issues` in one statement: a binary `COPY` when the site has none of them yet (a
 /// first sync, new issues), else an upsert, and an upsert too when the `COPY` meets a row
 /// stored meanwhile. If Postgres refuses the batch for a bad value, each row is upserted on
@@ -275,6 +304,7 @@ pub async fn upsert_or_set_aside(
     issues: &[IssueRow],
     now: DateTime<Utc>,
 ) -> Result<Stored, sqlx::Error> {
+    let issues = &*latest_copies(issues);
     // Probing first keeps an incremental run (mostly issues already stored) from paying for
     // a COPY that would fail.
     let fresh = !issues.is_empty() && !any_stored(conn, cloud_id, issues).await?;

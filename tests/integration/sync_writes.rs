@@ -219,3 +219,21 @@ async fn a_value_postgres_refuses_sets_aside_its_row_only(pool: PgPool) {
         .unwrap();
     assert_eq!(set_aside, ["2"]);
 }
+
+#[sqlx::test]
+async fn an_issue_listed_twice_in_one_batch_is_stored_once_as_its_later_copy(pool: PgPool) {
+    // Paging by `updated`, an issue changed mid-scan is listed again further on: both copies
+    // can land in one batch, new to the site (COPY) or not (upsert).
+    let older = issue(7, "2026-03-01T09:15:07.311+0000", "[]");
+    let newer = issue(7, "2026-03-01T10:00:00.000+0000", r#"["moved"]"#);
+    let cloud = CloudId::new("twice");
+    let stored_now = write(&pool, &cloud, &[older.clone(), newer.clone()], sync_time()).await;
+    assert_eq!(stored_now.upserted, 1);
+    write(&pool, &cloud, &[newer.clone(), older], sync_time()).await;
+    let labels: Vec<Vec<String>> =
+        sqlx::query_scalar("SELECT labels FROM jira_issues WHERE cloud_id = 'twice'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(labels, [vec!["moved".to_owned()]], "the later copy wins");
+}
