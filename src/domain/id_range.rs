@@ -37,9 +37,14 @@ impl IdRange {
 
     /// The part of `sorted` (ascending) that falls in the range.
     pub fn slice<'a>(&self, sorted: &'a [i64]) -> &'a [i64] {
-        let from = sorted.partition_point(|id| *id < self.start);
+        self.slice_by(sorted, |id| *id)
+    }
+
+    /// The part of `sorted` (ascending by `id_of`) whose ids fall in the range.
+    pub fn slice_by<'a, T>(&self, sorted: &'a [T], id_of: impl Fn(&T) -> i64) -> &'a [T] {
+        let from = sorted.partition_point(|item| id_of(item) < self.start);
         let to = match self.end {
-            Some(end) => sorted.partition_point(|id| *id < end),
+            Some(end) => sorted.partition_point(|item| id_of(item) < end),
             None => sorted.len(),
         };
         &sorted[from..to.max(from)]

@@ -129,12 +129,7 @@ impl LocalIds {
 
     /// The rows in `range`.
     fn in_range(&self, range: IdRange) -> &[(i64, String, bool)] {
-        let from = self.rows.partition_point(|(id, ..)| *id < range.start);
-        let to = match range.end {
-            Some(end) => self.rows.partition_point(|(id, ..)| *id < end),
-            None => self.rows.len(),
-        };
-        &self.rows[from..to.max(from)]
+        range.slice_by(&self.rows, |(id, ..)| *id)
     }
 
     /// Ids of the live rows not known to have vanished, ascending: what Atlassian should list.

@@ -232,13 +232,7 @@ impl<'a> SiteSession<'a> {
                     reason,
                 } if reason.contains("tenant") => {
                     let now = self.app.clock.now();
-                    let until = match retry_after {
-                        Some(wait) => {
-                            now + TimeDelta::from_std(wait.min(LONGEST_QUOTA_WAIT))
-                                .unwrap_or(TimeDelta::hours(2))
-                        }
-                        None => hour_start(now) + TimeDelta::hours(1),
-                    };
+                    let until = quota_pause_end(now, retry_after);
                     let mut conn = self.app.pool.acquire().await?;
                     synced_sites::pause_site(&mut conn, &self.site, until).await?;
                     let pause = (until - now).to_std().unwrap_or_default();
@@ -257,13 +251,7 @@ impl<'a> SiteSession<'a> {
                     || retry_after.is_some_and(|wait| wait > LONGEST_BURST_WAIT) =>
                 {
                     let now = self.app.clock.now();
-                    let until = match retry_after {
-                        Some(wait) => {
-                            now + TimeDelta::from_std(wait.min(LONGEST_QUOTA_WAIT))
-                                .unwrap_or(TimeDelta::hours(2))
-                        }
-                        None => hour_start(now) + TimeDelta::hours(1),
-                    };
+                    let until = quota_pause_end(now, retry_after);
                     // Atlassian's pools are per app and product: only this product waits.
                     let product = self.site.product;
                     let mut conn = self.app.pool.acquire().await?;
@@ -446,6 +434,17 @@ impl<'a> SiteSession<'a> {
         let used = api_budget::spend_points(&mut conn, hour, self.site.product, points).await?;
         self.points_remaining = Some(i64::from(self.app.config.sync.points_per_hour) - used);
         Ok(())
+    }
+}
+
+/// When a quota 429 lets requests resume: after its `Retry-After` (believed up to
+/// `LONGEST_QUOTA_WAIT`), or without one at the next UTC hour, when quota windows reset.
+fn quota_pause_end(now: DateTime<Utc>, retry_after: Option<Duration>) -> DateTime<Utc> {
+    match retry_after {
+        Some(wait) => {
+            now + TimeDelta::from_std(wait.min(LONGEST_QUOTA_WAIT)).unwrap_or(TimeDelta::hours(2))
+        }
+        None => hour_start(now) + TimeDelta::hours(1),
     }
 }
 

@@ -66,15 +66,7 @@ impl Scene {
 
     /// One schedule tick of `kind`, a second after the last.
     async fn pass(&self, kind: SyncKind) -> SyncReport {
-        self.app.clock.advance(Duration::seconds(1));
-        self.syncer
-            .run_once(
-                kind,
-                self.app.clock.now_for_tests(),
-                &tokio_util::sync::CancellationToken::new(),
-            )
-            .await
-            .expect("sync runs")
+        self.app.sync_tick(&self.syncer, kind).await
     }
 
     /// The latest run of `kind` on `cloud`.

@@ -145,6 +145,23 @@ impl TestApp {
         .expect("sweep runs")
     }
 
+    /// Runs `syncer`'s `kind` for one schedule tick, a second after the last.
+    pub async fn sync_tick(
+        &self,
+        syncer: &atlassync::jobs::sync::Syncer,
+        kind: atlassync::domain::SyncKind,
+    ) -> atlassync::jobs::sync::SyncReport {
+        self.clock.advance(chrono::Duration::seconds(1));
+        syncer
+            .run_once(
+                kind,
+                self.clock.now_for_tests(),
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+            .expect("sync runs")
+    }
+
     /// Runs a revalidation pass for a fresh tick.
     pub async fn revalidate(
         &self,

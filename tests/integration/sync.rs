@@ -28,16 +28,7 @@ impl SyncApp {
     }
 
     async fn run(&self, kind: SyncKind) -> SyncReport {
-        // Each call is its own schedule tick.
-        self.app.clock.advance(Duration::seconds(1));
-        self.syncer
-            .run_once(
-                kind,
-                self.app.clock.now_for_tests(),
-                &tokio_util::sync::CancellationToken::new(),
-            )
-            .await
-            .expect("sync runs")
+        self.app.sync_tick(&self.syncer, kind).await
     }
 
     async fn last_run(&self) -> (String, i32, i32, i32, Option<String>) {

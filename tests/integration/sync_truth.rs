@@ -39,15 +39,7 @@ impl Scene {
     }
 
     async fn run(&self, kind: SyncKind) -> SyncReport {
-        self.app.clock.advance(Duration::seconds(1));
-        self.syncer
-            .run_once(
-                kind,
-                self.app.clock.now_for_tests(),
-                &tokio_util::sync::CancellationToken::new(),
-            )
-            .await
-            .expect("sync runs")
+        self.app.sync_tick(&self.syncer, kind).await
     }
 
     async fn live_ids(&self) -> Vec<String> {
@@ -86,6 +78,24 @@ impl Scene {
         .unwrap()
     }
 
+    /// Search pages of at most 10 issues, so that a scan has several.
+    fn small_pages(&self) {
+        self.app.sandbox.emulator.set_search_paging(SearchPaging {
+            page_cap: Some(10),
+            empty_page_every: None,
+        });
+    }
+
+    /// The next scan's second page sends back the token it was given (JRACLOUD-94632): the
+    /// scan is cut short.
+    fn repeat_the_next_page_token(&self) {
+        let search = format!("/ex/jira/{}/rest/api/3/search/jql", self.cloud);
+        self.app
+            .sandbox
+            .emulator
+            .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
+    }
+
     async fn open_alerts(&self, kind: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT reason FROM alerts WHERE kind = $1 AND resolved_at IS NULL")
             .bind(kind)
@@ -117,17 +127,9 @@ async fn sparse_and_empty_pages_are_followed_to_atlassians_last_page(pool: PgPoo
 async fn a_scan_cut_short_is_incomplete_and_the_next_run_resumes_where_rows_prove(pool: PgPool) {
     let s = Scene::start(pool, &[]).await;
     s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 50);
-    s.app.sandbox.emulator.set_search_paging(SearchPaging {
-        page_cap: Some(10),
-        empty_page_every: None,
-    });
+    s.small_pages();
     s.app.clock.advance(Duration::minutes(10));
-    // The second page sends back the token it was given (JRACLOUD-94632).
-    let search = format!("/ex/jira/{}/rest/api/3/search/jql", s.cloud);
-    s.app
-        .sandbox
-        .emulator
-        .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search.clone()).times(2));
+    s.repeat_the_next_page_token();
     let report = s.run(SyncKind::JiraIncremental).await;
     assert_eq!(report.incomplete, 1, "{report:?}");
     let (outcome, ..) = s.last_run(SyncKind::JiraIncremental).await;
@@ -139,10 +141,7 @@ async fn a_scan_cut_short_is_incomplete_and_the_next_run_resumes_where_rows_prov
     );
     // A census cut short deletes nothing (the stretch its first page proved may add rows).
     let kept = s.live_ids().await;
-    s.app
-        .sandbox
-        .emulator
-        .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
+    s.repeat_the_next_page_token();
     // (The schedule waits for a first complete sync; the operator's run does not.)
     s.syncer
         .run_site_now(
@@ -895,16 +894,9 @@ async fn the_drift_check_finds_a_few_changes_among_thousands_for_a_few_hundred_p
 async fn the_reconciliation_waits_for_a_sites_first_complete_sync(pool: PgPool) {
     let s = Scene::start(pool, &[]).await;
     s.app.sandbox.emulator.create_issues(&s.cloud, "ENG", 40);
-    s.app.sandbox.emulator.set_search_paging(SearchPaging {
-        page_cap: Some(10),
-        empty_page_every: None,
-    });
+    s.small_pages();
     s.app.clock.advance(Duration::minutes(10));
-    let search = format!("/ex/jira/{}/rest/api/3/search/jql", s.cloud);
-    s.app
-        .sandbox
-        .emulator
-        .inject_fault(Fault::new(FaultKind::RepeatedPageToken, search).times(2));
+    s.repeat_the_next_page_token();
     assert_eq!(s.run(SyncKind::JiraIncremental).await.incomplete, 1);
 
     // Mid first sync: a census would fetch again what the sync is about to read.
